@@ -1,0 +1,66 @@
+# qmount — see README.md. `make test` sets up everything it needs by itself.
+
+GO       ?= go
+ARCH     ?= $(shell $(GO) env GOARCH)
+GUEST    ?= linux
+BUILD    := build
+GUESTDIR := $(BUILD)/guests
+QMOUNT   := $(BUILD)/qmount
+# Packages whose tests are slow end-to-end runs (real VMs).
+E2E_TIMEOUT ?= 40m
+
+.PHONY: all build deps deps-bench guests guest kernel test test-unit check-darwin \
+	fmt-check vet fuzz bench bench-datapath demo clean
+
+all: build
+
+build: $(QMOUNT)
+
+$(QMOUNT): FORCE
+	@mkdir -p $(BUILD)
+	$(GO) build -trimpath -o $@ ./cmd/qmount
+
+FORCE:
+
+deps:
+	@scripts/install-deps.sh test
+	@$(GO) mod download
+
+deps-bench: deps
+	@scripts/install-deps.sh bench
+
+# The default guest for the host's architecture (ARCH=arm64 for the Mac one).
+guests: deps
+	$(GO) run ./cmd/qmount-build guest --name $(GUEST) --arch $(ARCH) --out $(GUESTDIR)/$(GUEST)/$(ARCH)
+
+guest: guests
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+check-darwin:
+	$(GO) run ./internal/tools/checkdarwin ./...
+
+# A short run of every fuzz target (each keeps its seed corpus in testdata).
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 10s ./internal/p9ext
+
+test: deps fmt-check vet guests
+	$(GO) test -count=1 -timeout $(E2E_TIMEOUT) ./...
+	$(MAKE) --no-print-directory check-darwin fuzz
+
+bench-datapath: deps build
+	$(GO) run ./tests/bench/datapath
+
+bench: deps-bench build guests
+	$(GO) run ./tests/bench $(if $(QUICK),-quick)
+
+demo: deps build guests
+	scripts/demo.sh
+
+clean:
+	rm -rf $(BUILD)

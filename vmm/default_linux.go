@@ -1,0 +1,3 @@
+package vmm
+
+const defaultDriver = "qemu"
