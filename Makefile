@@ -19,6 +19,7 @@ build: $(QMOUNT)
 $(QMOUNT): FORCE
 	@mkdir -p $(BUILD)
 	$(GO) build -trimpath -o $@ ./cmd/qmount
+	@if [ "$$(uname -s)" = Darwin ]; then codesign --force --entitlements vmm/vz/entitlements.plist -s - $@; fi
 
 FORCE:
 

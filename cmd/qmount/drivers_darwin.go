@@ -1,0 +1,3 @@
+package main
+
+import _ "github.com/qmount/qmount/vmm/vz" // registers the Virtualization.framework driver
