@@ -9,7 +9,7 @@ QMOUNT   := $(BUILD)/qmount
 # Packages whose tests are slow end-to-end runs (real VMs).
 E2E_TIMEOUT ?= 40m
 
-.PHONY: all build deps deps-bench guests guest kernel test test-unit check-darwin \
+.PHONY: all build deps deps-bench guests guests-all guest kernel test test-unit check-darwin \
 	fmt-check vet fuzz bench bench-datapath demo clean
 
 all: build
@@ -36,6 +36,12 @@ guests: deps
 
 guest: guests
 
+# Both architectures: the host's for the end-to-end tests, arm64 for the Mac
+# (booted under qemu-system-aarch64 in the tests).
+guests-all: deps
+	$(GO) run ./cmd/qmount-build guest --name $(GUEST) --arch amd64 --out $(GUESTDIR)/$(GUEST)/amd64
+	$(GO) run ./cmd/qmount-build guest --name $(GUEST) --arch arm64 --out $(GUESTDIR)/$(GUEST)/arm64
+
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
@@ -50,7 +56,7 @@ check-darwin:
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 10s ./internal/p9ext
 
-test: deps fmt-check vet guests
+test: deps fmt-check vet guests-all
 	$(GO) test -count=1 -timeout $(E2E_TIMEOUT) ./...
 	$(MAKE) --no-print-directory check-darwin fuzz
 

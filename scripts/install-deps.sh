@@ -10,7 +10,7 @@ base=(
 	e2fsprogs btrfs-progs xfsprogs dosfstools exfatprogs f2fs-tools jfsutils
 	nilfs-tools genisoimage squashfs-tools udftools mtools attr util-linux
 	ntfs-3g hfsprogs erofs-utils reiserfsprogs cryptsetup-bin lvm2 mdadm xorriso
-	fdisk dpkg-dev binutils
+	fdisk dpkg-dev binutils bzip2 gzip
 )
 bench=(fio libguestfs-tools fuse2fs hyperfine)
 

@@ -1,0 +1,266 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/qmount/qmount/initramfs"
+	"github.com/qmount/qmount/kernels"
+)
+
+// builderVersion changes when the build recipe changes in a way that must
+// invalidate earlier outputs.
+const builderVersion = "1"
+
+type buildConfig struct {
+	Guest    guestDef
+	Arch     string
+	Out      string // output directory
+	Cache    string // cache directory
+	Init     string // prebuilt init binary; "" builds ./cmd/qmount-init
+	ToolRoot string
+	Force    bool
+}
+
+// build fetches the kernel, builds the init, the initramfs and the
+// manifest. Steps whose inputs are unchanged are skipped.
+func build(ctx context.Context, cfg buildConfig, log *slog.Logger) (*initramfs.Manifest, error) {
+	start := time.Now()
+	g := cfg.Guest
+	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
+		return nil, fmt.Errorf("creating output dir: %w", err)
+	}
+	if cfg.Init != "" {
+		if err := checkStaticInit(cfg.Init, cfg.Arch); err != nil {
+			return nil, err
+		}
+	}
+	k, err := kernels.Fetch(ctx, kernels.Config{Arch: cfg.Arch, Package: g.KernelPackage, CacheDir: cfg.Cache}, kernels.WithLogger(log))
+	if err != nil {
+		return nil, fmt.Errorf("fetching kernel: %w", err)
+	}
+	log.Info("kernel ready", "package", k.Package, "version", k.PackageVersion, "release", k.Release)
+
+	initPath := cfg.Init
+	if initPath == "" {
+		if initPath, err = buildInit(ctx, cfg.Cache, cfg.Arch, log); err != nil {
+			return nil, fmt.Errorf("building init: %w", err)
+		}
+		if err := checkStaticInit(initPath, cfg.Arch); err != nil {
+			return nil, err
+		}
+	}
+	initInfo, err := initramfs.Describe(initPath)
+	if err != nil {
+		return nil, fmt.Errorf("reading init: %w", err)
+	}
+
+	// Kernel files: copied only when their content changed.
+	imgInfo, err := install(k.Image, filepath.Join(cfg.Out, kernels.ImageName(cfg.Arch)))
+	if err != nil {
+		return nil, fmt.Errorf("installing kernel image: %w", err)
+	}
+	kinfo := initramfs.KernelInfo{
+		Package: k.Package, PackageVersion: k.PackageVersion, Release: k.Release,
+		Format: k.ImageFormat, PVHEntry: k.PVHEntry, FileInfo: imgInfo,
+	}
+	if cfg.Arch == "amd64" {
+		bz, err := install(k.Vmlinuz, filepath.Join(cfg.Out, "bzImage"))
+		if err != nil {
+			return nil, fmt.Errorf("installing bzImage: %w", err)
+		}
+		kinfo.Compressed = &bz
+	}
+	if _, err := install(k.Config, filepath.Join(cfg.Out, "config")); err == nil {
+		kinfo.Config = "config"
+	}
+
+	required, optional := g.Modules, g.OptionalModules
+	if cfg.Guest.KernelPackage != "" && cfg.Guest.KernelPackage != guestDefs[g.Name].KernelPackage {
+		// Another kernel than the guest was written for: ship what it has.
+		required, optional = nil, append(slices.Clone(required), optional...)
+	}
+	ix, err := initramfs.LoadModuleIndex(k.ModulesDir)
+	if err != nil {
+		return nil, fmt.Errorf("indexing modules: %w", err)
+	}
+	set, err := ix.Closure(required, optional)
+	if err != nil {
+		return nil, fmt.Errorf("resolving modules: %w", err)
+	}
+	info := guestInfoFor(g, k.Release, set)
+	infoJSON, err := json.MarshalIndent(info, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	rcfg := initramfs.Config{
+		Init:            initPath,
+		ModulesDir:      k.ModulesDir,
+		Modules:         required,
+		OptionalModules: optional,
+		ToolRoot:        cfg.ToolRoot,
+		Tools:           g.Tools,
+		Files:           []initramfs.File{{Dst: guestInfoPath, Data: append(infoJSON, '\n')}},
+	}
+	inputs := digest(builderVersion, g.Name, cfg.Arch, k.Package, k.PackageVersion, initInfo.SHA256,
+		strings.Join(required, ","), strings.Join(optional, ","), cfg.ToolRoot, strings.Join(g.Tools, ","), string(infoJSON))
+
+	cpioPath := filepath.Join(cfg.Out, "initramfs.cpio")
+	if old, err := initramfs.ReadManifest(cfg.Out); err == nil && !cfg.Force && old.Inputs == inputs {
+		if cur, err := initramfs.Describe(cpioPath); err == nil && cur.SHA256 == old.Initramfs.SHA256 && old.Kernel.SHA256 == imgInfo.SHA256 {
+			log.Info("guest up to date", "guest", g.Name, "arch", cfg.Arch, "out", cfg.Out)
+			return old, nil
+		}
+	}
+
+	res, err := initramfs.BuildFile(ctx, cpioPath, rcfg, initramfs.WithLogger(log), initramfs.WithModuleIndex(ix))
+	if err != nil {
+		return nil, fmt.Errorf("building initramfs: %w", err)
+	}
+	log.Info("initramfs built", "bytes", res.Bytes, "modules", len(res.Modules), "tools", len(res.Tools))
+	m := &initramfs.Manifest{
+		Name:   g.Name,
+		Arch:   cfg.Arch,
+		Built:  time.Now().UTC().Truncate(time.Second),
+		Inputs: inputs,
+		Kernel: kinfo,
+		Initramfs: initramfs.InitramfsInfo{
+			FileInfo:    initramfs.FileInfo{File: filepath.Base(cpioPath), Size: res.Bytes, SHA256: res.SHA256},
+			Compression: "none",
+			Release:     res.Release,
+			Modules:     res.Modules,
+			Builtin:     res.Builtin,
+			Missing:     res.Missing,
+			Tools:       res.Tools,
+			Records:     res.Records,
+		},
+		Init: initramfs.FileInfo{Size: initInfo.Size, SHA256: initInfo.SHA256},
+	}
+	if err := initramfs.WriteManifest(cfg.Out, m); err != nil {
+		return nil, fmt.Errorf("writing manifest: %w", err)
+	}
+	log.Info("guest built", "guest", g.Name, "arch", cfg.Arch, "out", cfg.Out, "took", time.Since(start).Round(time.Millisecond))
+	return m, nil
+}
+
+// guestInfoFor keeps, in the guest's module lists, the modules the
+// initramfs ships or the kernel has built in.
+func guestInfoFor(g guestDef, release string, set *initramfs.ModuleSet) guestInfo {
+	have := map[string]bool{}
+	for _, n := range set.Names() {
+		have[n] = true
+	}
+	keep := func(names []string) []string {
+		var out []string
+		for _, n := range names {
+			n = initramfs.ModName(n)
+			if have[n] || set.Index.Builtin(n) {
+				out = append(out, n)
+			}
+		}
+		return out
+	}
+	info := guestInfo{Kernel: release, BootModules: keep(g.BootModules), FSModules: map[string][]string{}}
+	for fs, mods := range g.FSModules {
+		if k := keep(mods); len(k) > 0 {
+			info.FSModules[fs] = k
+		}
+	}
+	return info
+}
+
+// buildInit builds ./cmd/qmount-init for arch into the cache and returns
+// its path. The go tool's own cache makes an unchanged rebuild quick.
+func buildInit(ctx context.Context, cache, arch string, log *slog.Logger) (string, error) {
+	if _, err := os.Stat(filepath.Join("cmd", "qmount-init")); err != nil {
+		return "", fmt.Errorf("no ./cmd/qmount-init here (run from the repository root, or pass --init): %w", err)
+	}
+	dir, err := filepath.Abs(filepath.Join(cache, "init", arch))
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	out := filepath.Join(dir, "qmount-init")
+	log.Info("building init", "package", "./cmd/qmount-init", "arch", arch)
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, "./cmd/qmount-init")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+arch)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/qmount-init: %w: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	return out, nil
+}
+
+// checkStaticInit refuses an init that is not a static ELF for arch: the
+// initramfs has no dynamic loader for it.
+func checkStaticInit(path, arch string) error {
+	deps, err := initramfs.ELFInterp(path, arch)
+	if err != nil {
+		return fmt.Errorf("init %s: %w", path, err)
+	}
+	if deps != "" {
+		return fmt.Errorf("init %s is dynamically linked (interpreter %s); build it with CGO_ENABLED=0", path, deps)
+	}
+	return nil
+}
+
+// install copies src to dst unless dst already has the same content, and
+// describes dst.
+func install(src, dst string) (initramfs.FileInfo, error) {
+	want, err := initramfs.Describe(src)
+	if err != nil {
+		return want, err
+	}
+	if have, err := initramfs.Describe(dst); err == nil && have.SHA256 == want.SHA256 {
+		return have, nil
+	}
+	tmp := dst + ".tmp"
+	os.Remove(tmp)
+	if err := os.Link(src, tmp); err != nil {
+		if err := copyFile(src, tmp); err != nil {
+			return want, err
+		}
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		return want, err
+	}
+	return initramfs.Describe(dst)
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(out, in)
+	return errors.Join(err, out.Close())
+}
+
+func digest(parts ...string) string {
+	h := sha256.New()
+	for _, p := range parts {
+		fmt.Fprintf(h, "%d:%s;", len(p), p)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
