@@ -55,6 +55,8 @@ check-darwin:
 # A short run of every fuzz target (each keeps its seed corpus in testdata).
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 10s ./internal/p9ext
+	$(GO) test -run '^$$' -fuzz '^FuzzProbe$$' -fuzztime 10s -fuzzminimizetime 5s ./probe
+	$(GO) test -run '^$$' -fuzz '^FuzzDetect$$' -fuzztime 10s -fuzzminimizetime 5s ./probe
 
 test: deps fmt-check vet guests-all
 	$(GO) test -count=1 -timeout $(E2E_TIMEOUT) ./...

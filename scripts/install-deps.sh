@@ -9,7 +9,7 @@ base=(
 	qemu-system-x86 qemu-system-arm qemu-utils fuse3 cpio xz-utils zstd
 	e2fsprogs btrfs-progs xfsprogs dosfstools exfatprogs f2fs-tools jfsutils
 	nilfs-tools genisoimage squashfs-tools udftools mtools attr util-linux
-	ntfs-3g hfsprogs erofs-utils reiserfsprogs cryptsetup-bin lvm2 mdadm xorriso
+	ntfs-3g hfsutils erofs-utils reiserfsprogs cryptsetup-bin lvm2 mdadm xorriso
 	fdisk dpkg-dev binutils bzip2 gzip
 )
 bench=(fio libguestfs-tools fuse2fs hyperfine)
