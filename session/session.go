@@ -30,6 +30,13 @@ type Config struct {
 	// BootTimeout bounds boot + mount (default 2 minutes: TCG is slow).
 	BootTimeout time.Duration
 	Logger      *slog.Logger
+	// OnBooted, if set, is called once the VM runs, before the guest says
+	// hello (the supervisor records the hypervisor's pid and reports
+	// progress). It must not block.
+	OnBooted func(vmm.Machine)
+	// OnHello, if set, is called with the guest's hello, before the mount
+	// request is sent. It must not block.
+	OnHello func(*wire.Message)
 }
 
 // GuestError is a failure the guest reported, with its own text (e.g. the
@@ -90,6 +97,9 @@ func Start(ctx context.Context, cfg Config) (_ *Session, err error) {
 			s.kill()
 		}
 	}()
+	if cfg.OnBooted != nil {
+		cfg.OnBooted(m)
+	}
 
 	// Watch for the VM dying during boot, so we never wait for a dead guest.
 	exited := make(chan error, 1)
@@ -156,6 +166,9 @@ func Start(ctx context.Context, cfg Config) (_ *Session, err error) {
 		return nil, fmt.Errorf("guest spoke %q before hello", hello.Type)
 	}
 	s.Hello = hello
+	if cfg.OnHello != nil {
+		cfg.OnHello(hello)
+	}
 	log.Debug("guest hello", "kernel", hello.Kernel, "arch", hello.Arch)
 
 	mr := cfg.Mount
