@@ -1,0 +1,75 @@
+// Package client is the host side of qmount's data path: it speaks
+// 9P2000.L (package client/ninep) to the server in the guest and presents
+// the tree through go-fuse at a mount point.
+//
+// # Usage
+//
+//	m, err := client.Mount(ctx, conn, "/mnt/x", client.WithLogger(log))
+//	...
+//	err = m.Wait() // until umount /mnt/x, or m.Unmount()
+//
+// NewRoot gives the root node alone, for callers that mount it
+// themselves (fs.Mount, fs.NewNodeFS).
+//
+// # Round trips
+//
+// Inside a VM every 9P request costs about half a millisecond, so the
+// client is built to send few:
+//
+//   - Lookup is one Twalkgetattr. A directory keeps the fid of that walk
+//     (it is walked from again); other files clunk it at once (clunks
+//     never wait for their reply).
+//   - A node's fid is obtained lazily, by walking from its parent only
+//     when an operation needs one, so entries learnt from READDIRPLUS
+//     cost nothing until used. Fids are clunked when the kernel forgets
+//     the node (and open files' fids on Release), so the server's open
+//     files return to their baseline.
+//   - Directory listing uses READDIRPLUS (internal/p9ext): one Txattrwalk,
+//     Tread and Tclunk return up to 1 MiB of entries with attributes and
+//     xattr names; go-fuse's per-entry lookup is answered from that batch.
+//     `ls -l` of 10,000 files costs about ten requests. Servers without
+//     it get Treaddir + a Twalkgetattr per entry.
+//   - Reads and writes carry up to 1 MiB each (msize 1 MiB + header,
+//     FUSE max_write 1 MiB), one fid per open file.
+//
+// # Caching
+//
+// The guest's file system is changed only through this mount, so the
+// kernel may cache aggressively, and every change made through the mount
+// updates or invalidates what it affects:
+//
+//   - attributes: WithAttrTimeout, default DefaultAttrTimeout (1 h). The
+//     client also keeps each node's attributes and answers Getattr from
+//     them until an operation invalidates them (write, setattr, link,
+//     unlink, rename, xattr change).
+//   - names: WithEntryTimeout, default DefaultEntryTimeout (1 h); failed
+//     lookups WithNegativeTimeout, default DefaultNegativeTimeout (1 h).
+//   - file contents: FOPEN_KEEP_CACHE when a file's mtime and size are
+//     those seen at its previous open; writes go through the kernel's page
+//     cache (no writeback cache: mtime and size stay exact), and shared
+//     writable mmap works (no direct I/O).
+//   - directory listings: FOPEN_CACHE_DIR, WithDirCache (default on).
+//   - xattr names (from READDIRPLUS or listxattr), so getxattr of a name
+//     that is not set is answered ENODATA without a request; the p9
+//     library's server turns every getxattr error into EINVAL, so the
+//     client could not tell "no such attribute" otherwise.
+//   - symlink targets (they never change).
+//
+// # Safety
+//
+// The client never trusts the server: replies are bounded by msize,
+// counts by what was asked, names validated (p9ext.ValidName); a protocol
+// violation breaks the connection with one log line and every operation
+// then fails with EIO. Each request is bounded by WithRequestTimeout
+// (default DefaultRequestTimeout) and flushed when it expires or the
+// caller is interrupted.
+//
+// # Limits
+//
+// 9P2000.L has no RENAME_EXCHANGE (EINVAL). The p9 library's server
+// refuses setattr (ftruncate, fchmod, futimens) on a file whose last name
+// was removed while open (EINVAL); reads and writes of it work. POSIX
+// locks are kept by the host kernel unless WithServerLocks is given.
+// Set-ID bits are set through p9server's "qmount.chmod" xattr, because
+// the p9 library masks them out of Tsetattr.
+package client

@@ -1,0 +1,501 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hugelgupf/p9/p9"
+	"golang.org/x/sys/unix"
+
+	"github.com/qmount/qmount/p9server"
+)
+
+// makeFiles creates n empty files directly in dir (not through a mount).
+func makeFiles(t testing.TB, dir string, prefix string, n int) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("%s%06d", prefix, i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	}
+}
+
+// TestLsLongRequests: listing 10,000 files with their attributes (what
+// ls -l does: getdents + lstat of each) costs a few dozen 9P requests.
+func TestLsLongRequests(t *testing.T) {
+	data := t.TempDir()
+	if err := os.Mkdir(filepath.Join(data, "big"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	makeFiles(t, filepath.Join(data, "big"), "f", 10000)
+	e := mountEnv(t, data)
+	before := e.requests()
+	var out []byte
+	var err error
+	if _, lerr := exec.LookPath("ls"); lerr == nil {
+		out, err = exec.Command("ls", "-l", e.path("big")).Output()
+	} else {
+		t.Fatal("ls not found")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	used := e.requests() - before
+	if lines := strings.Count(string(out), "\n"); lines != 10001 {
+		t.Errorf("ls -l printed %d lines, want 10001", lines)
+	}
+	t.Logf("ls -l of 10,000 files: %d requests %v", used, e.m.Client().Stats().ByType)
+	if used > 40 {
+		t.Errorf("ls -l of 10,000 files took %d requests, want at most 40", used)
+	}
+	// A second listing is served from the kernel's caches.
+	before = e.requests()
+	if err := exec.Command("ls", "-l", e.path("big")).Run(); err != nil {
+		t.Fatal(err)
+	}
+	if used := e.requests() - before; used > 5 {
+		t.Errorf("second ls -l took %d requests", used)
+	}
+}
+
+// TestNoFidLeak: 10,000 opens, closes and lookups leave the server with
+// the files it had before once the kernel forgets the inodes.
+func TestNoFidLeak(t *testing.T) {
+	data := t.TempDir()
+	os.Mkdir(filepath.Join(data, "d"), 0o755)
+	makeFiles(t, filepath.Join(data, "d"), "f", 100)
+	e := mountEnv(t, data)
+	dropCaches(t)
+	time.Sleep(100 * time.Millisecond)
+	base := e.srv.OpenFiles()
+	for i := 0; i < 10000; i++ {
+		name := e.path(fmt.Sprintf("d/f%06d", i%100))
+		f, err := os.OpenFile(name, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		if _, err := os.Stat(e.path(fmt.Sprintf("d/missing%d", i%50))); !os.IsNotExist(err) {
+			t.Fatalf("stat missing: %v", err)
+		}
+		if i%1000 == 0 {
+			dropCaches(t) // forget, so that lookups repeat
+		}
+	}
+	dropCaches(t)
+	deadline := time.Now().Add(10 * time.Second)
+	for e.srv.OpenFiles() > base && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := e.srv.OpenFiles(); got > base {
+		t.Errorf("server holds %d files, %d before", got, base)
+	}
+	t.Logf("server files: %d before, %d after; %v", base, e.srv.OpenFiles(), e.m.Client().Stats().ByType)
+}
+
+// TestHugeDirStable: a 100,000-entry directory lists completely, each
+// name once, while files are being added to it.
+func TestHugeDirStable(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short")
+	}
+	data := t.TempDir()
+	os.Mkdir(filepath.Join(data, "huge"), 0o755)
+	makeFiles(t, filepath.Join(data, "huge"), "f", 100000)
+	e := mountEnv(t, data)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			f, err := os.Create(e.path(fmt.Sprintf("huge/new%06d", i)))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			f.Close()
+		}
+	}()
+	for round := 0; round < 2; round++ {
+		d, err := os.Open(e.path("huge"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := make(map[string]int)
+		for {
+			names, err := d.Readdirnames(1000)
+			for _, n := range names {
+				seen[n]++
+			}
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		d.Close()
+		for i := 0; i < 100000; i++ {
+			if c := seen[fmt.Sprintf("f%06d", i)]; c != 1 {
+				t.Fatalf("round %d: f%06d seen %d times", round, i, c)
+			}
+		}
+		for n, c := range seen {
+			if c != 1 {
+				t.Fatalf("round %d: %s seen %d times", round, n, c)
+			}
+		}
+	}
+	close(stop)
+	wg.Wait()
+}
+
+func TestAppend(t *testing.T) {
+	e := mountEnv(t, "")
+	p := e.path("log")
+	if err := os.WriteFile(p, []byte("start\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Two descriptors appending in turn, and concurrent appenders.
+	f1, _ := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+	f2, _ := os.OpenFile(p, os.O_RDWR|os.O_APPEND, 0)
+	f1.WriteString("one\n")
+	f2.WriteString("two\n")
+	f1.WriteString("three\n")
+	f1.Close()
+	f2.Close()
+	got, _ := os.ReadFile(p)
+	if string(got) != "start\none\ntwo\nthree\n" {
+		t.Errorf("file = %q", got)
+	}
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer f.Close()
+			for i := 0; i < 50; i++ {
+				f.WriteString(fmt.Sprintf("g%d-%02d\n", g, i))
+			}
+		}(g)
+	}
+	wg.Wait()
+	got, _ = os.ReadFile(p)
+	lines := strings.Split(strings.TrimSuffix(string(got), "\n"), "\n")
+	if len(lines) != 4+8*50 {
+		t.Fatalf("%d lines after concurrent appends, want %d", len(lines), 4+8*50)
+	}
+	// The server's copy is the same.
+	native, _ := os.ReadFile(filepath.Join(e.data, "log"))
+	if !bytes.Equal(native, got) {
+		t.Error("server file differs from what the mount shows")
+	}
+}
+
+func TestSharedMmap(t *testing.T) {
+	data := t.TempDir()
+	e := mountEnv(t, data)
+	p := e.path("m")
+	const size = 3 * 4096
+	if err := os.WriteFile(p, make([]byte, size), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := unix.Mmap(int(f.Fd()), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(m[100:], "written through mmap")
+	copy(m[2*4096+5:], "second page")
+	if err := unix.Msync(m, unix.MS_SYNC); err != nil {
+		t.Fatal(err)
+	}
+	// Another descriptor sees it.
+	g, _ := os.Open(p)
+	buf := make([]byte, 20)
+	g.ReadAt(buf, 100)
+	g.Close()
+	if string(buf) != "written through mmap" {
+		t.Errorf("read via fd: %q", buf)
+	}
+	unix.Munmap(m)
+	f.Close()
+	// The server's file has it, and so does a fresh mount.
+	native, _ := os.ReadFile(filepath.Join(data, "m"))
+	if string(native[100:120]) != "written through mmap" || string(native[2*4096+5:2*4096+16]) != "second page" {
+		t.Errorf("server file: %q", native[100:120])
+	}
+	e.unmount()
+	e2 := mountEnv(t, data)
+	again, _ := os.ReadFile(e2.path("m"))
+	if !bytes.Equal(again, native) {
+		t.Error("remount shows different contents")
+	}
+}
+
+func TestHardLinkInode(t *testing.T) {
+	e := mountEnv(t, "")
+	os.WriteFile(e.path("a"), []byte("x"), 0o644)
+	os.Mkdir(e.path("sub"), 0o755)
+	if err := os.Link(e.path("a"), e.path("sub/b")); err != nil {
+		t.Fatal(err)
+	}
+	var sa, sb, sn unix.Stat_t
+	unix.Stat(e.path("a"), &sa)
+	unix.Stat(e.path("sub/b"), &sb)
+	unix.Stat(filepath.Join(e.data, "a"), &sn)
+	if sa.Ino != sb.Ino || sa.Nlink != 2 || sb.Nlink != 2 {
+		t.Errorf("links: ino %d/%d nlink %d/%d", sa.Ino, sb.Ino, sa.Nlink, sb.Nlink)
+	}
+	if sa.Ino != sn.Ino {
+		t.Errorf("inode number %d, server's %d", sa.Ino, sn.Ino)
+	}
+	// After forgetting everything, a lookup by either name agrees.
+	dropCaches(t)
+	unix.Stat(e.path("sub/b"), &sb)
+	unix.Stat(e.path("a"), &sa)
+	if sa.Ino != sb.Ino {
+		t.Errorf("after forget: ino %d/%d", sa.Ino, sb.Ino)
+	}
+}
+
+func TestStatfs(t *testing.T) {
+	e := mountEnv(t, "")
+	var got, want unix.Statfs_t
+	if err := unix.Statfs(e.mnt, &got); err != nil {
+		t.Fatal(err)
+	}
+	unix.Statfs(e.data, &want)
+	if got.Blocks != want.Blocks || got.Bsize != want.Bsize || got.Files != want.Files || got.Namelen != want.Namelen {
+		t.Errorf("statfs = %+v, server dir %+v", got, want)
+	}
+	out, err := exec.Command("df", e.mnt).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "qmount") {
+		t.Errorf("df: %v\n%s", err, out)
+	}
+}
+
+func TestConcurrentReadWrite(t *testing.T) {
+	e := mountEnv(t, "")
+	const files, size = 4, 1 << 20
+	var wg sync.WaitGroup
+	errs := make(chan error, 100)
+	// Writers of distinct files, with readers checking them.
+	for i := 0; i < files; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			want := bytes.Repeat([]byte{byte('a' + i)}, size)
+			p := e.path(fmt.Sprintf("f%d", i))
+			if err := os.WriteFile(p, want, 0o644); err != nil {
+				errs <- err
+				return
+			}
+			for r := 0; r < 3; r++ {
+				got, err := os.ReadFile(p)
+				if err != nil || !bytes.Equal(got, want) {
+					errs <- fmt.Errorf("f%d: %v (%d bytes)", i, err, len(got))
+					return
+				}
+			}
+		}(i)
+	}
+	// Many goroutines writing disjoint blocks of one shared file.
+	shared := e.path("shared")
+	os.WriteFile(shared, nil, 0o644)
+	for g := 0; g < 16; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			f, err := os.OpenFile(shared, os.O_RDWR, 0)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer f.Close()
+			rng := rand.New(rand.NewSource(int64(g)))
+			block := bytes.Repeat([]byte{byte(g)}, 8192)
+			for k := 0; k < 20; k++ {
+				if _, err := f.WriteAt(block, int64(g*8192)); err != nil {
+					errs <- err
+					return
+				}
+				buf := make([]byte, 8192)
+				if _, err := f.ReadAt(buf, int64(rng.Intn(16)*8192)); err != nil && err != io.EOF {
+					errs <- err
+					return
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	got, _ := os.ReadFile(shared)
+	if len(got) != 16*8192 {
+		t.Fatalf("shared file is %d bytes", len(got))
+	}
+	for g := 0; g < 16; g++ {
+		if !bytes.Equal(got[g*8192:(g+1)*8192], bytes.Repeat([]byte{byte(g)}, 8192)) {
+			t.Errorf("block %d corrupt", g)
+		}
+	}
+}
+
+// TestLocks: POSIX locks between two processes' worth of descriptors
+// (OFD locks, which the kernel tracks per open file) and classic fcntl
+// locks, with the kernel's lock manager (default) and forwarded to the
+// server.
+func TestLocks(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts []Option
+	}{{"kernel", nil}, {"server", []Option{WithServerLocks()}}} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := mountEnv(t, "", tc.opts...)
+			p := e.path("lockfile")
+			os.WriteFile(p, []byte("data"), 0o644)
+			f1, _ := os.OpenFile(p, os.O_RDWR, 0)
+			f2, _ := os.OpenFile(p, os.O_RDWR, 0)
+			defer f1.Close()
+			defer f2.Close()
+			wr := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: 0, Len: 0}
+			if err := unix.FcntlFlock(f1.Fd(), unix.F_OFD_SETLK, &wr); err != nil {
+				t.Fatalf("first lock: %v", err)
+			}
+			err := unix.FcntlFlock(f2.Fd(), unix.F_OFD_SETLK, &wr)
+			if !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EACCES) {
+				t.Fatalf("conflicting lock: %v, want EAGAIN", err)
+			}
+			// A blocking lock waits until the holder unlocks.
+			got := make(chan error, 1)
+			go func() {
+				l := wr
+				got <- unix.FcntlFlock(f2.Fd(), unix.F_OFD_SETLKW, &l)
+			}()
+			select {
+			case err := <-got:
+				t.Fatalf("blocking lock returned early: %v", err)
+			case <-time.After(200 * time.Millisecond):
+			}
+			un := unix.Flock_t{Type: unix.F_UNLCK}
+			if err := unix.FcntlFlock(f1.Fd(), unix.F_OFD_SETLK, &un); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case err := <-got:
+				if err != nil {
+					t.Fatalf("blocking lock: %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("blocking lock never granted")
+			}
+		})
+	}
+}
+
+// TestGenerations: an inode number reused after its file was removed gets
+// a new FUSE generation; one still in use keeps its generation.
+func TestGenerations(t *testing.T) {
+	f := &fsys{inos: make(map[uint64]*inoState)}
+	q := p9.QID{Path: 42}
+	a := f.stable(q, syscall.S_IFREG)
+	if b := f.stable(q, syscall.S_IFREG|0o644); b.Gen != a.Gen {
+		t.Errorf("live inode: gen %d -> %d", a.Gen, b.Gen)
+	}
+	f.inoMu.Lock()
+	f.inos[42].dead = true // as markDead does after the last unlink
+	f.inoMu.Unlock()
+	b := f.stable(q, syscall.S_IFREG)
+	if b.Gen != a.Gen+1 || b.Ino != 42 {
+		t.Errorf("reused inode: %+v after %+v", b, a)
+	}
+}
+
+// TestRequestTimeout: a server that stops answering makes operations fail
+// with ETIMEDOUT instead of hanging.
+func TestRequestTimeout(t *testing.T) {
+	requireFUSE(t)
+	cc, sc := socketPair(t)
+	// Answer version and attach/getattr with the real server, then stall:
+	// proxy through p9server until told to stop forwarding.
+	data := t.TempDir()
+	os.WriteFile(filepath.Join(data, "f"), []byte("x"), 0o644)
+	srvSide, proxySide := socketPair(t)
+	srv := newTestServer(t, data)
+	go srv.Serve(context.Background(), srvSide)
+	var stalled sync.Mutex
+	go io.Copy(proxySide, &gate{r: sc, mu: &stalled})
+	go io.Copy(sc, proxySide)
+	mnt := t.TempDir()
+	m, err := Mount(context.Background(), cc, mnt, WithRequestTimeout(500*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- m.Wait() }()
+	defer func() {
+		stalled.TryLock()
+		stalled.Unlock()
+		m.Unmount()
+		<-done
+	}()
+	stalled.Lock() // requests stop reaching the server
+	_, err = os.Stat(filepath.Join(mnt, "f"))
+	if !errors.Is(err, syscall.ETIMEDOUT) {
+		t.Errorf("stat with a stalled server: %v, want ETIMEDOUT", err)
+	}
+}
+
+// gate forwards reads from r unless mu is held.
+type gate struct {
+	r  io.Reader
+	mu *sync.Mutex
+}
+
+func (g *gate) Read(p []byte) (int, error) {
+	n, err := g.r.Read(p)
+	g.mu.Lock()
+	g.mu.Unlock()
+	return n, err
+}
+
+func newTestServer(t testing.TB, dir string) *p9server.Server {
+	t.Helper()
+	srv, err := p9server.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return srv
+}

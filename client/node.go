@@ -1,0 +1,419 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/hugelgupf/p9/p9"
+
+	"github.com/qmount/qmount/client/ninep"
+)
+
+// fsys is the state shared by all nodes of one mount.
+type fsys struct {
+	c   *ninep.Client
+	log *slog.Logger
+	cfg config
+
+	inoMu sync.Mutex
+	inos  map[uint64]*inoState
+
+	// plus: 0 unknown, 1 the server answers READDIRPLUS, -1 it does not.
+	plus atomic.Int32
+}
+
+// inoState tracks one inode number: its FUSE generation, whether the
+// file that had it is gone (so a new file with the number gets a new
+// generation), and the live node for it.
+type inoState struct {
+	gen  uint64
+	dead bool
+	node *node
+}
+
+// node is one file, directory or other object of the guest.
+type node struct {
+	fs.Inode
+	fsys *fsys
+
+	mu        sync.Mutex
+	fid       ninep.Fid // ninep.NoFid until an operation needs one
+	qid       p9.QID
+	gen       uint64
+	attr      p9.Attr
+	attrValid bool
+	attrGen   uint64 // bumped by every invalidation
+	xattrs    []string
+	xattrsOK  bool // xattrs is the complete list of names
+	target    string
+	// openStamp: mtime and size seen at the last open, to keep the
+	// kernel's page cache when nothing changed.
+	openStamp [3]uint64
+	opened    bool
+}
+
+var (
+	_ fs.NodeLookuper       = (*node)(nil)
+	_ fs.NodeGetattrer      = (*node)(nil)
+	_ fs.NodeSetattrer      = (*node)(nil)
+	_ fs.NodeOpener         = (*node)(nil)
+	_ fs.NodeCreater        = (*node)(nil)
+	_ fs.NodeMkdirer        = (*node)(nil)
+	_ fs.NodeMknoder        = (*node)(nil)
+	_ fs.NodeLinker         = (*node)(nil)
+	_ fs.NodeSymlinker      = (*node)(nil)
+	_ fs.NodeReadlinker     = (*node)(nil)
+	_ fs.NodeUnlinker       = (*node)(nil)
+	_ fs.NodeRmdirer        = (*node)(nil)
+	_ fs.NodeRenamer        = (*node)(nil)
+	_ fs.NodeOpendirHandler = (*node)(nil)
+	_ fs.NodeStatfser       = (*node)(nil)
+	_ fs.NodeGetxattrer     = (*node)(nil)
+	_ fs.NodeSetxattrer     = (*node)(nil)
+	_ fs.NodeListxattrer    = (*node)(nil)
+	_ fs.NodeRemovexattrer  = (*node)(nil)
+	_ fs.NodeOnForgetter    = (*node)(nil)
+	_ fs.NodeFsyncer        = (*node)(nil)
+)
+
+// errno maps an error of the 9P client to the errno FUSE returns.
+func errno(err error) syscall.Errno {
+	if err == nil {
+		return 0
+	}
+	var e syscall.Errno
+	if errors.As(err, &e) {
+		return e
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return syscall.ETIMEDOUT
+	}
+	if errors.Is(err, context.Canceled) {
+		return syscall.EINTR
+	}
+	return syscall.EIO
+}
+
+// reqCtx bounds one operation's requests by the configured timeout.
+func (f *fsys) reqCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	if fc, ok := ctx.(*fuse.Context); ok {
+		ctx = context.WithValue(ctx, callerKey{}, fc)
+	}
+	if f.cfg.requestTimeout > 0 {
+		return context.WithTimeout(ctx, f.cfg.requestTimeout)
+	}
+	return context.WithCancel(ctx)
+}
+
+// stable returns the FUSE identity of a file with qid and mode: its
+// inode number is the QID path; the generation is bumped when the number
+// is reused by a new file after the old one was removed.
+func (f *fsys) stable(qid p9.QID, mode uint32) fs.StableAttr {
+	f.inoMu.Lock()
+	defer f.inoMu.Unlock()
+	st := f.inos[qid.Path]
+	if st == nil {
+		st = &inoState{}
+		f.inos[qid.Path] = st
+	} else if st.dead {
+		st.gen++
+		st.dead = false
+	}
+	return fs.StableAttr{Ino: qid.Path, Gen: st.gen, Mode: mode & syscall.S_IFMT}
+}
+
+// markDead records that the file holding ino is gone.
+func (f *fsys) markDead(n *node) {
+	f.inoMu.Lock()
+	defer f.inoMu.Unlock()
+	ino := n.StableAttr().Ino
+	if st := f.inos[ino]; st != nil && st.gen == n.gen {
+		st.dead = true
+		if st.node == n {
+			st.node = nil
+		}
+	}
+}
+
+// newChild returns the inode for a file learnt from the server (lookup,
+// create, READDIRPLUS). fid, if not NoFid, is a walked fid for it that
+// the node keeps (directories) or that is clunked.
+func (f *fsys) newChild(ctx context.Context, parent *node, qid p9.QID, valid p9.AttrMask, attr p9.Attr, fid ninep.Fid) *node {
+	if !valid.Mode {
+		attr.Mode = qidMode(qid.Type)
+	}
+	mode := uint32(attr.Mode)
+	f.inoMu.Lock()
+	st := f.inos[qid.Path]
+	if st != nil && !st.dead && st.node != nil && st.node.StableAttr().Mode == mode&syscall.S_IFMT {
+		n := st.node
+		f.inoMu.Unlock()
+		n.setAttr(qid, valid, attr)
+		if fid != ninep.NoFid {
+			n.mu.Lock()
+			if n.fid == ninep.NoFid && n.IsDir() {
+				n.fid, fid = fid, ninep.NoFid
+			}
+			n.mu.Unlock()
+			f.c.Clunk(fid)
+		}
+		return n
+	}
+	f.inoMu.Unlock()
+	sa := f.stable(qid, mode)
+	n := &node{fsys: f, fid: ninep.NoFid, gen: sa.Gen}
+	n.setAttr(qid, valid, attr)
+	if fid != ninep.NoFid {
+		if sa.Mode == syscall.S_IFDIR {
+			n.fid = fid
+		} else {
+			f.c.Clunk(fid)
+		}
+	}
+	parent.NewInode(ctx, n, sa)
+	f.inoMu.Lock()
+	if st := f.inos[qid.Path]; st != nil && st.gen == sa.Gen {
+		st.node = n
+	}
+	f.inoMu.Unlock()
+	return n
+}
+
+func qidMode(t p9.QIDType) p9.FileMode {
+	switch {
+	case t&p9.TypeDir != 0:
+		return p9.ModeDirectory
+	case t&p9.TypeSymlink != 0:
+		return p9.ModeSymlink
+	default:
+		return p9.ModeRegular
+	}
+}
+
+// OnForget releases the node's fid: the kernel no longer knows it.
+func (n *node) OnForget() {
+	f := n.fsys
+	f.inoMu.Lock()
+	if st := f.inos[n.StableAttr().Ino]; st != nil && st.gen == n.gen {
+		if st.node == n {
+			st.node = nil
+		}
+		if !st.dead {
+			delete(f.inos, n.StableAttr().Ino)
+		}
+	}
+	f.inoMu.Unlock()
+	n.mu.Lock()
+	fid := n.fid
+	n.fid = ninep.NoFid
+	n.mu.Unlock()
+	if !n.IsRoot() {
+		f.c.Clunk(fid)
+	}
+}
+
+// setAttr stores attributes learnt from the server.
+func (n *node) setAttr(qid p9.QID, valid p9.AttrMask, attr p9.Attr) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.qid = qid
+	if valid.Mode && valid.Size && valid.MTime && valid.NLink {
+		n.attr = attr
+		n.attrValid = true
+	}
+}
+
+// invalidate forgets the cached attributes (after a change).
+func (n *node) invalidate() {
+	n.mu.Lock()
+	n.attrValid = false
+	n.attrGen++
+	n.mu.Unlock()
+}
+
+// getFid returns the node's fid, walking from its parent if needed.
+func (n *node) getFid(ctx context.Context) (ninep.Fid, error) {
+	n.mu.Lock()
+	fid, qid := n.fid, n.qid
+	n.mu.Unlock()
+	if fid != ninep.NoFid {
+		return fid, nil
+	}
+	nf, err := n.walkFromParent(ctx, qid)
+	if err != nil {
+		return ninep.NoFid, err
+	}
+	n.mu.Lock()
+	if n.fid == ninep.NoFid {
+		n.fid = nf
+		n.mu.Unlock()
+		return nf, nil
+	}
+	fid = n.fid
+	n.mu.Unlock()
+	n.fsys.c.Clunk(nf)
+	return fid, nil
+}
+
+// walkFromParent walks a new fid to the node by its name in its parent,
+// checking that the name still leads to the same file.
+func (n *node) walkFromParent(ctx context.Context, qid p9.QID) (ninep.Fid, error) {
+	name, parent := n.Parent()
+	if parent == nil {
+		return ninep.NoFid, syscall.ESTALE
+	}
+	pn, ok := parent.Operations().(*node)
+	if !ok {
+		return ninep.NoFid, syscall.EIO
+	}
+	pfid, err := pn.getFid(ctx)
+	if err != nil {
+		return ninep.NoFid, err
+	}
+	nf, qids, err := n.fsys.c.Walk(ctx, pfid, []string{name})
+	if err != nil {
+		if errors.Is(err, syscall.ENOENT) {
+			return ninep.NoFid, syscall.ESTALE
+		}
+		return ninep.NoFid, err
+	}
+	if qids[0].Path != qid.Path {
+		n.fsys.c.Clunk(nf)
+		return ninep.NoFid, syscall.ESTALE
+	}
+	return nf, nil
+}
+
+// openFid returns a new fid for the node, for opening.
+func (n *node) openFid(ctx context.Context) (ninep.Fid, error) {
+	n.mu.Lock()
+	fid, qid := n.fid, n.qid
+	n.mu.Unlock()
+	if fid != ninep.NoFid {
+		nf, _, err := n.fsys.c.Walk(ctx, fid, nil)
+		return nf, err
+	}
+	return n.walkFromParent(ctx, qid)
+}
+
+// refresh fetches the attributes with Tgetattr on fid (the node's if
+// NoFid) and stores them unless they were invalidated meanwhile.
+func (n *node) refresh(ctx context.Context, fid ninep.Fid) (p9.Attr, error) {
+	if fid == ninep.NoFid {
+		var err error
+		if fid, err = n.getFid(ctx); err != nil {
+			return p9.Attr{}, err
+		}
+	}
+	n.mu.Lock()
+	gen := n.attrGen
+	n.mu.Unlock()
+	qid, valid, attr, err := n.fsys.c.Getattr(ctx, fid, p9.AttrMaskAll)
+	if err != nil {
+		return p9.Attr{}, err
+	}
+	if !valid.Mode {
+		return attr, syscall.EIO
+	}
+	n.mu.Lock()
+	if n.attrGen == gen {
+		n.qid = qid
+		n.attr = attr
+		n.attrValid = valid.Size && valid.MTime && valid.NLink
+	}
+	n.mu.Unlock()
+	return attr, nil
+}
+
+// cachedAttr returns the cached attributes, fetching them if invalid.
+func (n *node) cachedAttr(ctx context.Context, fid ninep.Fid) (p9.Attr, error) {
+	n.mu.Lock()
+	if n.attrValid {
+		a := n.attr
+		n.mu.Unlock()
+		return a, nil
+	}
+	n.mu.Unlock()
+	return n.refresh(ctx, fid)
+}
+
+func (f *fsys) fillAttr(out *fuse.Attr, ino uint64, a *p9.Attr) {
+	out.Ino = ino
+	out.Size = a.Size
+	out.Blocks = a.Blocks
+	out.Atime, out.Atimensec = a.ATimeSeconds, uint32(a.ATimeNanoSeconds)
+	out.Mtime, out.Mtimensec = a.MTimeSeconds, uint32(a.MTimeNanoSeconds)
+	out.Ctime, out.Ctimensec = a.CTimeSeconds, uint32(a.CTimeNanoSeconds)
+	out.Mode = uint32(a.Mode)
+	out.Nlink = uint32(a.NLink)
+	out.Uid, out.Gid = uint32(a.UID), uint32(a.GID)
+	if f.cfg.idMap != nil {
+		out.Uid, out.Gid = f.cfg.idMap.ToHost(out.Uid, out.Gid)
+	}
+	out.Rdev = encodeDev(uint64(a.RDev))
+	if a.BlockSize > 0 && a.BlockSize <= 1<<30 {
+		out.Blksize = uint32(a.BlockSize)
+	} else {
+		out.Blksize = 4096
+	}
+}
+
+// encodeDev turns a Linux dev_t into the kernel's 32-bit "new" encoding
+// that FUSE carries.
+func encodeDev(d uint64) uint32 {
+	major := uint32((d>>8)&0xfff) | uint32((d>>32)&^0xfff)
+	minor := uint32(d&0xff) | uint32((d>>12)&^0xff)
+	return (minor & 0xff) | (major&0xfff)<<8 | (minor&^0xff)<<12
+}
+
+// decodeDev splits the FUSE 32-bit device number into major and minor.
+func decodeDev(d uint32) (uint32, uint32) {
+	return (d & 0xfff00) >> 8, (d & 0xff) | ((d >> 12) & 0xfff00)
+}
+
+func (n *node) fillEntry(out *fuse.EntryOut, a *p9.Attr) {
+	n.fsys.fillAttr(&out.Attr, n.StableAttr().Ino, a)
+	out.SetEntryTimeout(n.fsys.cfg.entryTimeout)
+	out.SetAttrTimeout(n.fsys.cfg.attrTimeout)
+}
+
+// caller returns the guest owner of objects created by the FUSE caller.
+func (f *fsys) caller(ctx context.Context) (p9.UID, p9.GID) {
+	c, ok := ctx.(*fuse.Context)
+	if !ok {
+		if fc, ok2 := ctx.Value(callerKey{}).(*fuse.Context); ok2 {
+			c, ok = fc, true
+		}
+	}
+	if ok {
+		uid, gid := c.Caller.Uid, c.Caller.Gid
+		if f.cfg.idMap != nil {
+			uid, gid = f.cfg.idMap.ToGuest(uid, gid)
+		}
+		return p9.UID(uid), p9.GID(gid)
+	}
+	return p9.NoUID, p9.NoGID
+}
+
+type callerKey struct{}
+
+// xattrKnownAbsent reports whether attr is certainly not set on n.
+func (n *node) xattrKnownAbsent(attr string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.xattrsOK && !slices.Contains(n.xattrs, attr)
+}
+
+func (n *node) setXattrNames(names []string) {
+	n.mu.Lock()
+	n.xattrs = names
+	n.xattrsOK = true
+	n.mu.Unlock()
+}

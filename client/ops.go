@@ -1,0 +1,535 @@
+package client
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/hugelgupf/p9/p9"
+
+	"github.com/qmount/qmount/client/ninep"
+	"github.com/qmount/qmount/internal/p9ext"
+)
+
+const atRemoveDir = 0x200
+
+// chmodXattr is p9server's virtual xattr that sets all mode bits
+// including set-user-ID, set-group-ID and sticky, which the p9 library
+// masks out of Tsetattr, Tlcreate and Tmkdir.
+const chmodXattr = "qmount.chmod"
+
+func (f *fsys) chmodSetID(ctx context.Context, fid ninep.Fid, mode uint32) error {
+	var b [4]byte
+	binary.LittleEndian.PutUint32(b[:], mode&07777)
+	err := f.c.SetXattr(ctx, fid, chmodXattr, b[:], 0)
+	if errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.EOPNOTSUPP) || errors.Is(err, syscall.ENOSYS) {
+		// Not our server: set what 9P can.
+		return f.c.Setattr(ctx, fid, p9.SetAttrMask{Permissions: true}, p9.SetAttr{Permissions: p9.FileMode(mode & 01777)})
+	}
+	return err
+}
+
+// Lookup finds name with one Twalkgetattr.
+func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if e := nameErr(name); e != 0 {
+		return nil, e
+	}
+	ctx, cancel := n.fsys.reqCtx(ctx)
+	defer cancel()
+	dfid, err := n.getFid(ctx)
+	if err != nil {
+		return nil, errno(err)
+	}
+	nf, qids, valid, attr, err := n.fsys.c.WalkGetattr(ctx, dfid, []string{name})
+	if err != nil {
+		return nil, errno(err)
+	}
+	if !valid.Mode {
+		n.fsys.c.Clunk(nf)
+		return nil, syscall.EIO
+	}
+	child := n.fsys.newChild(ctx, n, qids[0], valid, attr, nf)
+	child.fillEntry(out, &attr)
+	return child.EmbeddedInode(), 0
+}
+
+// Getattr answers from the node's cache, or asks the server.
+func (n *node) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	ctx, cancel := n.fsys.reqCtx(ctx)
+	defer cancel()
+	fid := ninep.NoFid
+	if f, ok := fh.(*file); ok {
+		fid = f.fid
+	}
+	a, err := n.cachedAttr(ctx, fid)
+	if err != nil {
+		return errno(err)
+	}
+	n.fsys.fillAttr(&out.Attr, n.StableAttr().Ino, &a)
+	out.SetTimeout(n.fsys.cfg.attrTimeout)
+	return 0
+}
+
+// Setattr changes mode, owner, size and times, then reads them back.
+func (n *node) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if n.fsys.cfg.readOnly {
+		return syscall.EROFS
+	}
+	ctx, cancel := n.fsys.reqCtx(ctx)
+	defer cancel()
+	var mask p9.SetAttrMask
+	var sa p9.SetAttr
+	setID := false
+	if m, ok := in.GetMode(); ok {
+		if m&06000 != 0 {
+			setID = true // 9P's Tsetattr drops set-ID bits: see chmodSetID
+		} else {
+			mask.Permissions = true
+			sa.Permissions = p9.FileMode(m & 07777)
+		}
+	}
+	uid, uok := in.GetUID()
+	gid, gok := in.GetGID()
+	if uok || gok {
+		if n.fsys.cfg.idMap != nil {
+			uid, gid = n.fsys.cfg.idMap.ToGuest(uid, gid)
+		}
+		sa.UID, sa.GID = p9.NoUID, p9.NoGID
+		if uok {
+			mask.UID, sa.UID = true, p9.UID(uid)
+		}
+		if gok {
+			mask.GID, sa.GID = true, p9.GID(gid)
+		}
+	}
+	if sz, ok := in.GetSize(); ok {
+		mask.Size, sa.Size = true, sz
+	}
+	if in.Valid&fuse.FATTR_ATIME != 0 {
+		mask.ATime = true
+		if in.Valid&fuse.FATTR_ATIME_NOW == 0 {
+			mask.ATimeNotSystemTime = true
+			sa.ATimeSeconds, sa.ATimeNanoSeconds = in.Atime, uint64(in.Atimensec)
+		}
+	}
+	if in.Valid&fuse.FATTR_MTIME != 0 {
+		mask.MTime = true
+		if in.Valid&fuse.FATTR_MTIME_NOW == 0 {
+			mask.MTimeNotSystemTime = true
+			sa.MTimeSeconds, sa.MTimeNanoSeconds = in.Mtime, uint64(in.Mtimensec)
+		}
+	}
+	if in.Valid&fuse.FATTR_CTIME != 0 {
+		mask.CTime = true
+	}
+	fid := ninep.NoFid
+	if f, ok := fh.(*file); ok {
+		fid = f.fid
+	}
+	if fid == ninep.NoFid {
+		var err error
+		if fid, err = n.getFid(ctx); err != nil {
+			return errno(err)
+		}
+	}
+	if !mask.Empty() {
+		n.invalidate()
+		if err := n.fsys.c.Setattr(ctx, fid, mask, sa); err != nil {
+			return errno(err)
+		}
+	}
+	if setID {
+		n.invalidate()
+		m, _ := in.GetMode()
+		if err := n.fsys.chmodSetID(ctx, fid, m); err != nil {
+			return errno(err)
+		}
+	}
+	a, err := n.refresh(ctx, fid)
+	if err != nil {
+		return errno(err)
+	}
+	n.fsys.fillAttr(&out.Attr, n.StableAttr().Ino, &a)
+	out.SetTimeout(n.fsys.cfg.attrTimeout)
+	return 0
+}
+
+// openFlags keeps the open flags the server should see: the access mode
+// and O_DSYNC. O_APPEND is left to the kernel, which sends the offset of
+// the end of the file (the file changes only through this mount), so the
+// server's fid can also serve mmap writeback at any offset.
+func openFlags(flags uint32) uint32 {
+	return flags & (syscall.O_ACCMODE | syscall.O_DSYNC)
+}
+
+// Open opens the file on a new fid, kept until Release.
+func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	if n.fsys.cfg.readOnly && (flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0) {
+		return nil, 0, syscall.EROFS
+	}
+	ctx, cancel := n.fsys.reqCtx(ctx)
+	defer cancel()
+	fid, err := n.openFid(ctx)
+	if err != nil {
+		return nil, 0, errno(err)
+	}
+	if _, _, err := n.fsys.c.Open(ctx, fid, openFlags(flags)); err != nil {
+		n.fsys.c.Clunk(fid)
+		return nil, 0, errno(err)
+	}
+	if flags&syscall.O_TRUNC != 0 {
+		n.invalidate()
+		if err := n.fsys.c.Setattr(ctx, fid, p9.SetAttrMask{Size: true}, p9.SetAttr{}); err != nil {
+			n.fsys.c.Clunk(fid)
+			return nil, 0, errno(err)
+		}
+	}
+	return &file{n: n, fid: fid, flags: flags}, n.keepCache(), 0
+}
+
+// keepCache decides whether the kernel may keep the file's cached pages:
+// yes when its mtime and size are those seen at the previous open.
+func (n *node) keepCache() uint32 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.attrValid {
+		n.opened = false
+		return 0
+	}
+	stamp := [3]uint64{n.attr.MTimeSeconds, n.attr.MTimeNanoSeconds, n.attr.Size}
+	keep := n.opened && stamp == n.openStamp
+	n.openStamp, n.opened = stamp, true
+	if keep {
+		return fuse.FOPEN_KEEP_CACHE
+	}
+	return 0
+}
+
+// Create makes and opens a regular file (Tlcreate on a clone of the
+// directory fid), then reads its attributes.
+func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	if n.fsys.cfg.readOnly {
+		return nil, nil, 0, syscall.EROFS
+	}
+	ctx, cancel := n.fsys.reqCtx(ctx)
+	defer cancel()
+	c := n.fsys.c
+	dfid, err := n.getFid(ctx)
+	if err != nil {
+		return nil, nil, 0, errno(err)
+	}
+	fid, _, err := c.Walk(ctx, dfid, nil)
+	if err != nil {
+		return nil, nil, 0, errno(err)
+	}
+	n.invalidate()
+	uid, gid := n.fsys.caller(ctx)
+	qid, _, err := c.Create(ctx, fid, name, openFlags(flags), p9.FileMode(mode&07777), uid, gid)
+	if err != nil {
+		c.Clunk(fid)
+		return nil, nil, 0, errno(err)
+	}
+	if mode&06000 != 0 {
+		if err := n.fsys.chmodSetID(ctx, fid, mode); err != nil {
+			c.Clunk(fid)
+			return nil, nil, 0, errno(err)
+		}
+	}
+	_, valid, attr, err := c.Getattr(ctx, fid, p9.AttrMaskAll)
+	if err != nil {
+		c.Clunk(fid)
+		return nil, nil, 0, errno(err)
+	}
+	child := n.fsys.newChild(ctx, n, qid, valid, attr, ninep.NoFid)
+	child.fillEntry(out, &attr)
+	child.keepCache()
+	return child.EmbeddedInode(), &file{n: child, fid: fid, flags: flags}, 0, 0
+}
+
+// made finishes Mkdir, Symlink and Mknod: one Twalkgetattr for the
+// attributes of what was made.
+func (n *node) made(ctx context.Context, dfid ninep.Fid, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	nf, qids, valid, attr, err := n.fsys.c.WalkGetattr(ctx, dfid, []string{name})
+	if err != nil {
+		return nil, errno(err)
+	}
+	child := n.fsys.newChild(ctx, n, qids[0], valid, attr, nf)
+	child.fillEntry(out, &attr)
+	return child.EmbeddedInode(), 0
+}
+
+func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if n.fsys.cfg.readOnly {
+		return nil, syscall.EROFS
+	}
+	ctx, cancel := n.fsys.reqCtx(ctx)
+	defer cancel()
+	dfid, err := n.getFid(ctx)
+	if err != nil {
+		return nil, errno(err)
+	}
+	n.invalidate()
+	uid, gid := n.fsys.caller(ctx)
+	if _, err := n.fsys.c.Mkdir(ctx, dfid, name, p9.FileMode(mode&07777), uid, gid); err != nil {
+		return nil, errno(err)
+	}
+	if mode&06000 != 0 {
+		fid, _, err := n.fsys.c.Walk(ctx, dfid, []string{name})
+		if err != nil {
+			return nil, errno(err)
+		}
+		err = n.fsys.chmodSetID(ctx, fid, mode)
+		n.fsys.c.Clunk(fid)
+		if err != nil {
+			return nil, errno(err)
+		}
+	}
+	return n.made(ctx, dfid, name, out)
+}
+
+func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if n.fsys.cfg.readOnly {
+		return nil, syscall.EROFS
+	}
+	ctx, cancel := n.fsys.reqCtx(ctx)
+	defer cancel()
+	dfid, err := n.getFid(ctx)
+	if err != nil {
+		return nil, errno(err)
+	}
+	n.invalidate()
+	uid, gid := n.fsys.caller(ctx)
+	if _, err := n.fsys.c.Symlink(ctx, dfid, name, target, uid, gid); err != nil {
+		return nil, errno(err)
+	}
+	return n.made(ctx, dfid, name, out)
+}
+
+func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if n.fsys.cfg.readOnly {
+		return nil, syscall.EROFS
+	}
+	ctx, cancel := n.fsys.reqCtx(ctx)
+	defer cancel()
+	dfid, err := n.getFid(ctx)
+	if err != nil {
+		return nil, errno(err)
+	}
+	major, minor := decodeDev(dev)
+	n.invalidate()
+	uid, gid := n.fsys.caller(ctx)
+	if _, err := n.fsys.c.Mknod(ctx, dfid, name, p9.FileMode(mode), major, minor, uid, gid); err != nil {
+		return nil, errno(err)
+	}
+	return n.made(ctx, dfid, name, out)
+}
+
+func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if n.fsys.cfg.readOnly {
+		return nil, syscall.EROFS
+	}
+	tn, ok := target.(*node)
+	if !ok {
+		return nil, syscall.EXDEV
+	}
+	ctx, cancel := n.fsys.reqCtx(ctx)
+	defer cancel()
+	dfid, err := n.getFid(ctx)
+	if err != nil {
+		return nil, errno(err)
+	}
+	tfid, err := tn.getFid(ctx)
+	if err != nil {
+		return nil, errno(err)
+	}
+	n.invalidate()
+	tn.invalidate()
+	if err := n.fsys.c.Link(ctx, dfid, tfid, name); err != nil {
+		return nil, errno(err)
+	}
+	a, err := tn.refresh(ctx, tfid)
+	if err != nil {
+		return nil, errno(err)
+	}
+	tn.fillEntry(out, &a)
+	return tn.EmbeddedInode(), 0
+}
+
+func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	n.mu.Lock()
+	t := n.target
+	n.mu.Unlock()
+	if t != "" {
+		return []byte(t), 0
+	}
+	ctx, cancel := n.fsys.reqCtx(ctx)
+	defer cancel()
+	fid, err := n.getFid(ctx)
+	if err != nil {
+		return nil, errno(err)
+	}
+	t, err = n.fsys.c.Readlink(ctx, fid)
+	if err != nil {
+		return nil, errno(err)
+	}
+	n.mu.Lock()
+	n.target = t // a symlink's target never changes
+	n.mu.Unlock()
+	return []byte(t), 0
+}
+
+// removed updates the caches after name left directory n.
+func (n *node) removed(name string, isDir bool) {
+	n.invalidate()
+	ch := n.GetChild(name)
+	if ch == nil {
+		return
+	}
+	cn, ok := ch.Operations().(*node)
+	if !ok {
+		return
+	}
+	cn.mu.Lock()
+	last := isDir || !cn.attrValid || cn.attr.NLink <= 1
+	// The server's fid followed the removed name and is unusable now;
+	// if other links remain, the next operation walks through one.
+	fid := cn.fid
+	if !cn.IsRoot() {
+		cn.fid = ninep.NoFid
+	}
+	cn.mu.Unlock()
+	if fid != ninep.NoFid && !cn.IsRoot() {
+		n.fsys.c.Clunk(fid)
+	}
+	cn.invalidate()
+	if last {
+		n.fsys.markDead(cn)
+	}
+}
+
+// nameErr checks a name the kernel passed for creation.
+func nameErr(name string) syscall.Errno {
+	if len(name) > p9ext.MaxNameLen {
+		return syscall.ENAMETOOLONG
+	}
+	if !p9ext.ValidName(name) {
+		return syscall.EINVAL
+	}
+	return 0
+}
+
+func (n *node) unlink(ctx context.Context, name string, flags uint32) syscall.Errno {
+	if n.fsys.cfg.readOnly {
+		return syscall.EROFS
+	}
+	ctx, cancel := n.fsys.reqCtx(ctx)
+	defer cancel()
+	dfid, err := n.getFid(ctx)
+	if err != nil {
+		return errno(err)
+	}
+	if err := n.fsys.c.UnlinkAt(ctx, dfid, name, flags); err != nil {
+		return errno(err)
+	}
+	n.removed(name, flags&atRemoveDir != 0)
+	return 0
+}
+
+func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
+	return n.unlink(ctx, name, 0)
+}
+
+func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	return n.unlink(ctx, name, atRemoveDir)
+}
+
+// Rename moves name to newParent/newName with Trenameat. RENAME_NOREPLACE
+// is checked with a walk first; RENAME_EXCHANGE is not in 9P2000.L.
+func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	if n.fsys.cfg.readOnly {
+		return syscall.EROFS
+	}
+	const renameNoReplace, renameExchange = 1, 2
+	if flags&^renameNoReplace != 0 {
+		return syscall.EINVAL
+	}
+	np, ok := newParent.(*node)
+	if !ok {
+		return syscall.EXDEV
+	}
+	ctx, cancel := n.fsys.reqCtx(ctx)
+	defer cancel()
+	c := n.fsys.c
+	ofid, err := n.getFid(ctx)
+	if err != nil {
+		return errno(err)
+	}
+	nfid, err := np.getFid(ctx)
+	if err != nil {
+		return errno(err)
+	}
+	if flags&renameNoReplace != 0 {
+		f, _, err := c.Walk(ctx, nfid, []string{newName})
+		if err == nil {
+			c.Clunk(f)
+			return syscall.EEXIST
+		}
+		if !errors.Is(err, syscall.ENOENT) {
+			return errno(err)
+		}
+	}
+	var target *node
+	if ch := np.GetChild(newName); ch != nil {
+		target, _ = ch.Operations().(*node)
+	}
+	var moved *node
+	if ch := n.GetChild(name); ch != nil {
+		moved, _ = ch.Operations().(*node)
+	}
+	n.invalidate()
+	np.invalidate()
+	if err := c.RenameAt(ctx, ofid, name, nfid, newName); err != nil {
+		return errno(err)
+	}
+	if moved != nil {
+		moved.invalidate() // ctime
+	}
+	if target != nil && target != moved {
+		target.mu.Lock()
+		last := target.IsDir() || !target.attrValid || target.attr.NLink <= 1
+		target.mu.Unlock()
+		target.invalidate()
+		if last {
+			n.fsys.markDead(target)
+		}
+	}
+	return 0
+}
+
+func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	ctx, cancel := n.fsys.reqCtx(ctx)
+	defer cancel()
+	fid, err := n.getFid(ctx)
+	if err != nil {
+		return errno(err)
+	}
+	st, err := n.fsys.c.Statfs(ctx, fid)
+	if err != nil {
+		return errno(err)
+	}
+	out.Blocks, out.Bfree, out.Bavail = st.Blocks, st.BlocksFree, st.BlocksAvailable
+	out.Files, out.Ffree = st.Files, st.FilesFree
+	out.Bsize, out.Frsize, out.NameLen = st.BlockSize, st.BlockSize, st.NameLength
+	return 0
+}
+
+// Fsync without an open file (the kernel always passes one for files).
+func (n *node) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) syscall.Errno {
+	if f, ok := fh.(*file); ok {
+		return f.Fsync(ctx, flags)
+	}
+	return 0
+}
