@@ -21,6 +21,7 @@ import (
 	"github.com/qmount/qmount/internal/wire"
 	"github.com/qmount/qmount/session"
 	"github.com/qmount/qmount/vmm"
+	"github.com/qmount/qmount/vmm/qemu"
 )
 
 const childEnv = "QMOUNT_E2E_CHILD"
@@ -152,10 +153,9 @@ func childMain(spec string) error {
 	if err != nil {
 		return err
 	}
-	drv, err := vmm.Get("qemu")
-	if err != nil {
-		return err
-	}
+	// The VM must outlive this process, as it outlives a killed
+	// supervisor, so that the guest can sync and unmount by itself.
+	drv := qemu.New(qemu.WithPdeathsig(false))
 	ctx := context.Background()
 	s, err := session.Start(ctx, session.Config{
 		Driver: drv,
@@ -185,6 +185,12 @@ func childMain(spec string) error {
 		return err
 	}
 	if err := f.Sync(); err != nil {
+		return err
+	}
+	// Close it: a FUSE server killed while it has a file open on its own
+	// mount deadlocks its exit in the kernel's FLUSH. The real supervisor
+	// never opens files on its own mount.
+	if err := f.Close(); err != nil {
 		return err
 	}
 	fmt.Printf("READY %d\n", s.Machine().PID())
