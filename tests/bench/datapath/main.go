@@ -115,7 +115,7 @@ func run(ctx context.Context, qmount, dir string, runs, bigMiB, small, entries i
 		os.Remove(filepath.Join(src, "big-"+sideTag(s.root, src)))
 	}
 	if err := measure(fmt.Sprintf("create+stat+read %d files", small), "files/s", func(root string, i int) (float64, error) {
-		d := filepath.Join(root, fmt.Sprintf("small-%d", i))
+		d := filepath.Join(root, fmt.Sprintf("small-%s-%d", sideTag(root, src), i))
 		return smallFiles(d, small)
 	}); err != nil {
 		return err

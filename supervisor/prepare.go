@@ -1,0 +1,403 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/qmount/qmount/guests"
+	"github.com/qmount/qmount/probe"
+)
+
+// Request is what the user asked for on the command line.
+type Request struct {
+	// Disk is a block device or image path, optionally with "@N" to pick
+	// partition N.
+	Disk string
+	// Mountpoint may be empty: a directory named after the filesystem's
+	// label is created under MountRoot.
+	Mountpoint string
+	ReadOnly   bool
+	Options    string // -o, forwarded to the guest's mount
+	FSType     string // -t, overrides the detected type
+	Guest      string // guest name (default guests.Default)
+	Arch       string // guest architecture (default the host's)
+	MemoryMiB  int
+	CPUs       int
+	Owner      Owner
+}
+
+// Owner says how file owners appear on the host.
+type Owner struct {
+	// Mode is OwnerKeep (the disk's own uids and gids) or OwnerMe (files
+	// owned by the disk's users appear owned by UID/GID).
+	Mode string `json:"mode"`
+	UID  int    `json:"uid"`
+	GID  int    `json:"gid"`
+}
+
+// Owner modes.
+const (
+	OwnerKeep = "keep"
+	OwnerMe   = "me"
+)
+
+// Plan is a checked, resolved Request: everything Run needs. It is plain
+// data (JSON) so that the mount command can hand it to the supervisor it
+// starts.
+type Plan struct {
+	Disk             string `json:"disk"` // absolute path
+	Partition        int    `json:"partition"`
+	DetectedType     string `json:"detected_type,omitempty"` // probe's (blkid) name
+	FSType           string `json:"fstype,omitempty"`        // sent to the guest; "" lets it detect
+	Label            string `json:"label,omitempty"`
+	Options          string `json:"options,omitempty"`
+	ReadOnly         bool   `json:"read_only"`
+	Guest            string `json:"guest"`
+	GuestDir         string `json:"guest_dir"` // the built guest to boot
+	Arch             string `json:"arch"`
+	MemoryMiB        int    `json:"memory_mib"`
+	CPUs             int    `json:"cpus"`
+	Mountpoint       string `json:"mountpoint"`
+	CreateMountpoint bool   `json:"create_mountpoint"`
+	AutoMountpoint   bool   `json:"auto_mountpoint,omitempty"`
+	Owner            Owner  `json:"owner"`
+	StateDir         string `json:"state_dir"`
+}
+
+// Defaults for the guest's size.
+const (
+	DefaultMemoryMiB = 512
+	DefaultCPUs      = 1
+)
+
+// Prepare checks req and resolves it into a Plan without starting
+// anything: the disk exists, is readable (and writable unless read-only),
+// holds something mountable, the guest is built, the hypervisor is
+// installed, the options are sane, the mount point can be used and the
+// disk is not locked by another mount. Errors are one line a person can
+// act on (except the list of partitions to choose from).
+func Prepare(ctx context.Context, req Request) (*Plan, error) {
+	p := &Plan{
+		Guest: req.Guest, Arch: req.Arch, MemoryMiB: req.MemoryMiB, CPUs: req.CPUs,
+		ReadOnly: req.ReadOnly, Owner: req.Owner,
+	}
+	if p.Arch == "" {
+		p.Arch = guests.HostArch()
+	}
+	if p.MemoryMiB == 0 {
+		p.MemoryMiB = DefaultMemoryMiB
+	}
+	if p.CPUs == 0 {
+		p.CPUs = DefaultCPUs
+	}
+	if p.MemoryMiB < 64 || p.MemoryMiB > 1<<20 {
+		return nil, fmt.Errorf("--memory %d: give between 64 and %d MiB", p.MemoryMiB, 1<<20)
+	}
+	if p.CPUs < 1 || p.CPUs > 64 {
+		return nil, fmt.Errorf("--cpus %d: give between 1 and 64", p.CPUs)
+	}
+	switch p.Owner.Mode {
+	case "":
+		p.Owner.Mode = DefaultOwnerMode
+	case OwnerKeep, OwnerMe:
+	default:
+		return nil, fmt.Errorf("--owner %q: use keep or me", p.Owner.Mode)
+	}
+	if p.Owner.Mode == OwnerMe && p.Owner.UID < 0 {
+		p.Owner.UID = invokingID(os.Getuid(), "SUDO_UID")
+	}
+	if p.Owner.Mode == OwnerMe && p.Owner.GID < 0 {
+		p.Owner.GID = invokingID(os.Getgid(), "SUDO_GID")
+	}
+
+	opts, ro, err := ValidateOptions(req.Options)
+	if err != nil {
+		return nil, err
+	}
+	p.Options = opts
+	p.ReadOnly = p.ReadOnly || ro
+
+	sd, err := StateDir()
+	if err != nil {
+		return nil, err
+	}
+	p.StateDir = sd
+
+	// The disk, with an optional @N.
+	disk, index, fi, err := resolveDisk(req.Disk)
+	if err != nil {
+		return nil, err
+	}
+	p.Disk = disk
+	f, err := os.Open(disk)
+	if err != nil {
+		return nil, openError(disk, fi, err, false)
+	}
+	defer f.Close()
+	if !p.ReadOnly {
+		if err := syscall.Access(disk, 2 /* W_OK */); err != nil {
+			return nil, openError(disk, fi, err, true)
+		}
+	}
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return nil, fmt.Errorf("finding the size of %s: %w", disk, err)
+	}
+	if size == 0 {
+		return nil, fmt.Errorf("%s is empty: no filesystem found", disk)
+	}
+	res, err := probe.Probe(ctx, f, size)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", disk, err)
+	}
+	if err := p.choose(res, index, req.FSType != ""); err != nil {
+		return nil, err
+	}
+
+	// The guest (the best built one for the filesystem, or --guest) and
+	// the hypervisor.
+	if err := ValidateFSType(req.FSType, nil); err != nil && !strings.Contains(err.Error(), "(known") {
+		return nil, err // not even a name
+	}
+	cat, err := guests.LoadCatalogue()
+	if err != nil {
+		return nil, fmt.Errorf("reading the guest catalogue: %w", err)
+	}
+	if req.FSType != "" {
+		var known []string
+		for _, d := range cat.Defs {
+			known = append(known, d.DriverTypes()...)
+		}
+		for _, b := range cat.Built {
+			known = append(known, b.Manifest.Initramfs.Modules...)
+			known = append(known, b.Manifest.Initramfs.Builtin...)
+		}
+		if err := ValidateFSType(req.FSType, known); err != nil {
+			return nil, err
+		}
+	}
+	ch, err := guests.Select(p.DetectedType, guests.SelectOptions{
+		ExplicitType: req.FSType, Guest: req.Guest, Arch: p.Arch, ReadWrite: !p.ReadOnly,
+	}, cat)
+	if err != nil {
+		return nil, err
+	}
+	p.Guest, p.GuestDir = ch.Built.Name, ch.Built.Dir
+	p.FSType = ch.FSType
+	if p.FSType == "" {
+		p.FSType = req.FSType
+	}
+	if err := checkHypervisor(p.Arch); err != nil {
+		return nil, err
+	}
+
+	// The mount point.
+	if err := p.chooseMountpoint(req.Mountpoint); err != nil {
+		return nil, err
+	}
+
+	// The disk must not be mounted in a conflicting way.
+	l := Layout{Root: p.StateDir}
+	lk, err := l.lockDisk(p.Disk, p.Partition, p.ReadOnly)
+	if err != nil {
+		return nil, l.busyError(p, err)
+	}
+	lk.release() // the supervisor takes the lock for real
+	return p, nil
+}
+
+// DefaultOwnerMode is the platform's default for --owner.
+var DefaultOwnerMode = func() string {
+	if runtime.GOOS == "darwin" {
+		return OwnerMe
+	}
+	return OwnerKeep
+}()
+
+// resolveDisk finds the disk of arg, which may end in "@N".
+func resolveDisk(arg string) (path string, index int, fi os.FileInfo, err error) {
+	if arg == "" {
+		return "", 0, nil, errors.New("no disk given")
+	}
+	index = -1
+	path = arg
+	fi, err = os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		if p, n := probe.SplitIndex(arg); n >= 0 {
+			if fi2, err2 := os.Stat(p); err2 == nil || !errors.Is(err2, fs.ErrNotExist) {
+				path, index, fi, err = p, n, fi2, err2
+			}
+		}
+	}
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return "", 0, nil, fmt.Errorf("%s: no such file or device", arg)
+		}
+		if errors.Is(err, fs.ErrPermission) {
+			return "", 0, nil, fmt.Errorf("no permission to reach %s: run with sudo", arg)
+		}
+		return "", 0, nil, fmt.Errorf("%s: %w", arg, err)
+	}
+	if fi.IsDir() {
+		return "", 0, nil, fmt.Errorf("%s is a directory, not a disk or an image (to serve a directory use qmount loopback)", path)
+	}
+	if !fi.Mode().IsRegular() && fi.Mode()&fs.ModeDevice == 0 {
+		return "", 0, nil, fmt.Errorf("%s is not a disk or an image file", path)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", 0, nil, err
+	}
+	return abs, index, fi, nil
+}
+
+func openError(disk string, fi os.FileInfo, err error, write bool) error {
+	if !errors.Is(err, fs.ErrPermission) {
+		return fmt.Errorf("opening %s: %w", disk, err)
+	}
+	what := "read"
+	if write {
+		what = "write"
+	}
+	hint := "run with sudo"
+	if fi != nil && fi.Mode()&fs.ModeDevice != 0 {
+		hint = "run with sudo or add yourself to the disk group"
+	}
+	if write {
+		hint = "mount it read-only with --ro, or " + hint
+	}
+	return fmt.Errorf("no permission to %s %s: %s", what, disk, hint)
+}
+
+// choose picks the partition (or whole disk) to mount.
+func (p *Plan) choose(res *probe.Result, index int, forcedType bool) error {
+	ms := res.Mountables()
+	if len(ms) == 0 && forcedType {
+		// The user knows the type better than our probe.
+		p.Partition = max(index, 0)
+		return nil
+	}
+	if len(ms) == 0 {
+		switch {
+		case res.Content != nil && res.Table == nil:
+			return fmt.Errorf("%s holds %s, which qmount cannot mount", p.Disk, res.Content.Type)
+		case res.Table != nil:
+			return fmt.Errorf("no filesystem found in the partitions of %s", p.Disk)
+		}
+		return fmt.Errorf("no filesystem found on %s", p.Disk)
+	}
+	m, err := res.Select(index)
+	if err != nil {
+		return fmt.Errorf("%s: %w", p.Disk, err)
+	}
+	if m.Encrypted {
+		return fmt.Errorf("%s@%d is encrypted (%s): unlocking is not supported yet", p.Disk, m.Index, m.Type)
+	}
+	p.Partition = m.Index
+	p.DetectedType = m.Type
+	p.Label = m.Label
+	return nil
+}
+
+// chooseMountpoint checks the given mount point or picks one.
+func (p *Plan) chooseMountpoint(mp string) error {
+	if mp != "" {
+		abs, err := filepath.Abs(mp)
+		if err != nil {
+			return err
+		}
+		p.Mountpoint = abs
+		fi, err := os.Stat(abs)
+		switch {
+		case err == nil && !fi.IsDir():
+			return fmt.Errorf("mount point %s is not a directory", abs)
+		case err == nil:
+			return nil
+		case errors.Is(err, fs.ErrNotExist):
+			pfi, perr := os.Stat(filepath.Dir(abs))
+			if perr != nil || !pfi.IsDir() {
+				return fmt.Errorf("mount point %s: its parent directory does not exist", abs)
+			}
+			p.CreateMountpoint = true
+			return nil
+		case errors.Is(err, syscall.ENOTCONN):
+			return fmt.Errorf("mount point %s is a stale mount: run qmount stop %s", abs, abs)
+		default:
+			return fmt.Errorf("mount point %s: %w", abs, err)
+		}
+	}
+	root, err := MountRoot()
+	if err != nil {
+		return err
+	}
+	ours, _ := Layout{Root: p.StateDir}.List()
+	name := uniqueName(MountName(p.Label, p.Disk), func(n string) bool {
+		path := filepath.Join(root, n)
+		if _, err := os.Lstat(path); err == nil || !errors.Is(err, fs.ErrNotExist) {
+			return true
+		}
+		for _, st := range ours {
+			if st.Mountpoint == path {
+				return true
+			}
+		}
+		return false
+	})
+	p.Mountpoint = filepath.Join(root, name)
+	p.CreateMountpoint = true
+	p.AutoMountpoint = true
+	return nil
+}
+
+// busyError explains a lock conflict, naming the mount that holds it.
+func (l Layout) busyError(p *Plan, err error) error {
+	if !errors.Is(err, ErrDiskBusy) {
+		return err
+	}
+	key, _ := lockKey(p.Disk, p.Partition)
+	all, _ := l.List()
+	for _, st := range all {
+		if st.LockKey == key {
+			how := "read-write"
+			if st.ReadOnly {
+				how = "read-only"
+			}
+			return fmt.Errorf("%s is already mounted %s at %s: unmount it first (qmount unmount %s)", diskName(p), how, st.Mountpoint, quoteArg(st.Mountpoint))
+		}
+	}
+	return fmt.Errorf("%s is busy: another qmount mount uses it (see qmount status)", diskName(p))
+}
+
+func diskName(p *Plan) string {
+	if p.Partition > 0 {
+		return fmt.Sprintf("%s@%d", p.Disk, p.Partition)
+	}
+	return p.Disk
+}
+
+func quoteArg(s string) string {
+	if strings.ContainsAny(s, " \t'\"\\$`") {
+		return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+	}
+	return s
+}
+
+// invokingID is the id of the user who ran qmount: under sudo, the user
+// who ran sudo ($SUDO_UID, $SUDO_GID), else the process' own.
+func invokingID(own int, env string) int {
+	if own == 0 {
+		if n, err := strconv.Atoi(os.Getenv(env)); err == nil && n > 0 {
+			return n
+		}
+	}
+	return own
+}
