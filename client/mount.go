@@ -76,6 +76,9 @@ func Mount(ctx context.Context, conn io.ReadWriteCloser, mountpoint string, opts
 		return nil, err
 	}
 	fopts := fuseOptions(&cfg)
+	// The root's inode number is its QID path, like every other node's,
+	// so stat of the mount point shows the guest's real root inode.
+	fopts.RootStableAttr = &fs.StableAttr{Ino: root.qid.Path, Mode: syscall.S_IFDIR}
 	server, err := fs.Mount(mountpoint, root, fopts)
 	if err != nil {
 		c.Close()
