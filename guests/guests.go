@@ -1,10 +1,3 @@
-// Package guests finds built guests (a kernel plus an initramfs) on the
-// host. A built guest lives in <root>/<name>/<arch>/ with a manifest.json
-// (initramfs.Manifest) naming its files.
-//
-// Roots are searched in order: every directory in $QMOUNT_GUESTS
-// (colon-separated), then <dir of the qmount binary>/guests (so
-// build/qmount finds build/guests), then <dir of the binary>/../share/qmount/guests.
 package guests
 
 import (
@@ -32,6 +25,9 @@ type Built struct {
 	Kernel     string // path of the bootable kernel image
 	Initrd     string // path of the initramfs
 	Manifest   *initramfs.Manifest
+	// Def is the definition the guest was built from, with only the
+	// drivers the build has (nil for builds that recorded none).
+	Def *Def
 }
 
 // Roots returns the directories searched for built guests.
@@ -103,6 +99,9 @@ func Load(dir string) (*Built, error) {
 		if _, err := os.Stat(p); err != nil {
 			return nil, fmt.Errorf("guest in %s is incomplete (rebuild it): %w", dir, err)
 		}
+	}
+	if b.Def, err = readBuiltDef(os.DirFS(dir)); err != nil {
+		return nil, fmt.Errorf("reading the definition of the guest in %s: %w", dir, err)
 	}
 	return b, nil
 }

@@ -17,4 +17,11 @@
 //
 // Nothing is downloaded twice: a kernel already unpacked in the cache is
 // returned as is, and a cached .deb with the right SHA256 is reused.
+//
+// Build compiles a kernel instead, from Debian's linux-source package:
+// tinyconfig plus config fragments (kernels/configs/*.config, and
+// X-<arch>.config companions), olddefconfig, a check that every option the
+// fragments set survived, then make (niced, in a per-guest object
+// directory under the cache so that changes rebuild incrementally). The
+// result has the same shape as a fetched kernel, without modules.
 package kernels

@@ -13,33 +13,71 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
+	"github.com/qmount/qmount/guests"
 	"github.com/qmount/qmount/initramfs"
 	"github.com/qmount/qmount/kernels"
 )
 
 // builderVersion changes when the build recipe changes in a way that must
 // invalidate earlier outputs.
-const builderVersion = "1"
+const builderVersion = "2"
 
 type buildConfig struct {
-	Guest    guestDef
-	Arch     string
-	Out      string // output directory
-	Cache    string // cache directory
-	Init     string // prebuilt init binary; "" builds ./cmd/qmount-init
-	ToolRoot string
-	Force    bool
+	Def  *guests.Def
+	Arch string
+	Out  string // output directory
+	// Cache is the cache directory (downloads, kernel sources and builds).
+	Cache string
+	Init  string // prebuilt init binary; "" builds ./cmd/qmount-init
+	// KernelPackage replaces the definition's kernel with this Debian
+	// package; the guest then ships whichever of its modules exist.
+	KernelPackage string
+	// ExtraModules and ExtraTools are shipped on top of the definition's.
+	ExtraModules, ExtraTools []string
+	ToolRoot                 string
+	Force                    bool
+	// Jobs and Nice tune a kernel compile (kernels.BuildConfig).
+	Jobs, Nice int
 }
 
-// build fetches the kernel, builds the init, the initramfs and the
-// manifest. Steps whose inputs are unchanged are skipped.
+// getKernel fetches or compiles the guest's kernel for cfg.Arch.
+func getKernel(ctx context.Context, cfg buildConfig, log *slog.Logger) (*kernels.Kernel, error) {
+	d := cfg.Def
+	ks, ok := d.Kernel[cfg.Arch]
+	if !ok {
+		return nil, fmt.Errorf("guest %s has no kernel for %s (it supports %s)", d.Name, cfg.Arch, strings.Join(d.Arches(), ", "))
+	}
+	if cfg.KernelPackage != "" {
+		ks = guests.KernelSource{Debian: cfg.KernelPackage}
+	}
+	if !ks.Compiled() {
+		k, err := kernels.Fetch(ctx, kernels.Config{Arch: cfg.Arch, Package: ks.Debian, CacheDir: cfg.Cache}, kernels.WithLogger(log))
+		if err != nil {
+			return nil, fmt.Errorf("fetching kernel: %w", err)
+		}
+		return k, nil
+	}
+	conf, err := resolveConfig(d, ks.Config)
+	if err != nil {
+		return nil, err
+	}
+	k, err := kernels.Build(ctx, kernels.BuildConfig{
+		Name: d.Name, Arch: cfg.Arch, Source: ks.Source, Configs: []string{conf},
+		CacheDir: cfg.Cache, Jobs: cfg.Jobs, Nice: cfg.Nice,
+	}, kernels.WithLogger(log))
+	if err != nil {
+		return nil, fmt.Errorf("building kernel: %w", err)
+	}
+	return k, nil
+}
+
+// build gets the kernel, builds the init, the initramfs and the manifest.
+// Steps whose inputs are unchanged are skipped.
 func build(ctx context.Context, cfg buildConfig, log *slog.Logger) (*initramfs.Manifest, error) {
 	start := time.Now()
-	g := cfg.Guest
 	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
 		return nil, fmt.Errorf("creating output dir: %w", err)
 	}
@@ -48,9 +86,9 @@ func build(ctx context.Context, cfg buildConfig, log *slog.Logger) (*initramfs.M
 			return nil, err
 		}
 	}
-	k, err := kernels.Fetch(ctx, kernels.Config{Arch: cfg.Arch, Package: g.KernelPackage, CacheDir: cfg.Cache}, kernels.WithLogger(log))
+	k, err := getKernel(ctx, cfg, log)
 	if err != nil {
-		return nil, fmt.Errorf("fetching kernel: %w", err)
+		return nil, err
 	}
 	log.Info("kernel ready", "package", k.Package, "version", k.PackageVersion, "release", k.Release)
 
@@ -88,51 +126,68 @@ func build(ctx context.Context, cfg buildConfig, log *slog.Logger) (*initramfs.M
 		kinfo.Config = "config"
 	}
 
-	required, optional := g.Modules, g.OptionalModules
-	if cfg.Guest.KernelPackage != "" && cfg.Guest.KernelPackage != guestDefs[g.Name].KernelPackage {
-		// Another kernel than the guest was written for: ship what it has.
-		required, optional = nil, append(slices.Clone(required), optional...)
+	// A kernel without loadable modules (everything built in) has no index.
+	var ix *initramfs.ModuleIndex
+	modulesDir := ""
+	if hasModules(k.ModulesDir) {
+		modulesDir = k.ModulesDir
+		if ix, err = initramfs.LoadModuleIndex(k.ModulesDir); err != nil {
+			return nil, fmt.Errorf("indexing modules: %w", err)
+		}
 	}
-	ix, err := initramfs.LoadModuleIndex(k.ModulesDir)
+	p, err := planBuild(cfg.Def, ix, cfg.Arch, cfg.ToolRoot, cfg.ExtraModules, cfg.ExtraTools, cfg.KernelPackage != "", log)
 	if err != nil {
-		return nil, fmt.Errorf("indexing modules: %w", err)
+		return nil, err
 	}
-	set, err := ix.Closure(required, optional)
-	if err != nil {
-		return nil, fmt.Errorf("resolving modules: %w", err)
+	var set *initramfs.ModuleSet
+	if ix != nil {
+		if set, err = ix.Closure(p.Modules, p.OptionalModules); err != nil {
+			return nil, fmt.Errorf("resolving modules: %w", err)
+		}
 	}
-	info := guestInfoFor(g, k.Release, set)
+	info := guestInfoFor(p.Def, k.Release, set)
 	infoJSON, err := json.MarshalIndent(info, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	defJSON, err := json.MarshalIndent(p.Def, "", "  ")
 	if err != nil {
 		return nil, err
 	}
 	rcfg := initramfs.Config{
 		Init:            initPath,
-		ModulesDir:      k.ModulesDir,
-		Modules:         required,
-		OptionalModules: optional,
+		ModulesDir:      modulesDir,
+		Modules:         p.Modules,
+		OptionalModules: p.OptionalModules,
 		ToolRoot:        cfg.ToolRoot,
-		Tools:           g.Tools,
+		Tools:           p.Tools,
 		Files:           []initramfs.File{{Dst: guestInfoPath, Data: append(infoJSON, '\n')}},
 	}
-	inputs := digest(builderVersion, g.Name, cfg.Arch, k.Package, k.PackageVersion, initInfo.SHA256,
-		strings.Join(required, ","), strings.Join(optional, ","), cfg.ToolRoot, strings.Join(g.Tools, ","), string(infoJSON))
+	inputs := digest(builderVersion, cfg.Def.Name, cfg.Arch, k.Package, k.PackageVersion, k.Release, initInfo.SHA256, imgInfo.SHA256,
+		strings.Join(p.Modules, ","), strings.Join(p.OptionalModules, ","), cfg.ToolRoot, strings.Join(p.Tools, ","), string(infoJSON), string(defJSON))
 
 	cpioPath := filepath.Join(cfg.Out, "initramfs.cpio")
+	defPath := filepath.Join(cfg.Out, guests.DefFile)
 	if old, err := initramfs.ReadManifest(cfg.Out); err == nil && !cfg.Force && old.Inputs == inputs {
-		if cur, err := initramfs.Describe(cpioPath); err == nil && cur.SHA256 == old.Initramfs.SHA256 && old.Kernel.SHA256 == imgInfo.SHA256 {
-			log.Info("guest up to date", "guest", g.Name, "arch", cfg.Arch, "out", cfg.Out)
+		cur, err := initramfs.Describe(cpioPath)
+		oldDef, derr := os.ReadFile(defPath)
+		if err == nil && derr == nil && cur.SHA256 == old.Initramfs.SHA256 && old.Kernel.SHA256 == imgInfo.SHA256 && bytes.Equal(bytes.TrimSpace(oldDef), defJSON) {
+			log.Info("guest up to date", "guest", cfg.Def.Name, "arch", cfg.Arch, "out", cfg.Out)
 			return old, nil
 		}
 	}
 
-	res, err := initramfs.BuildFile(ctx, cpioPath, rcfg, initramfs.WithLogger(log), initramfs.WithModuleIndex(ix))
+	opts := []initramfs.Option{initramfs.WithLogger(log)}
+	if ix != nil {
+		opts = append(opts, initramfs.WithModuleIndex(ix))
+	}
+	res, err := initramfs.BuildFile(ctx, cpioPath, rcfg, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("building initramfs: %w", err)
 	}
 	log.Info("initramfs built", "bytes", res.Bytes, "modules", len(res.Modules), "tools", len(res.Tools))
 	m := &initramfs.Manifest{
-		Name:   g.Name,
+		Name:   cfg.Def.Name,
 		Arch:   cfg.Arch,
 		Built:  time.Now().UTC().Truncate(time.Second),
 		Inputs: inputs,
@@ -149,37 +204,37 @@ func build(ctx context.Context, cfg buildConfig, log *slog.Logger) (*initramfs.M
 		},
 		Init: initramfs.FileInfo{Size: initInfo.Size, SHA256: initInfo.SHA256},
 	}
+	// The definition as built goes next to the manifest: selection reads
+	// which drivers this build has from it.
+	if err := writeFileAtomic(defPath, append(defJSON, '\n')); err != nil {
+		return nil, fmt.Errorf("writing the built definition: %w", err)
+	}
 	if err := initramfs.WriteManifest(cfg.Out, m); err != nil {
 		return nil, fmt.Errorf("writing manifest: %w", err)
 	}
-	log.Info("guest built", "guest", g.Name, "arch", cfg.Arch, "out", cfg.Out, "took", time.Since(start).Round(time.Millisecond))
+	log.Info("guest built", "guest", cfg.Def.Name, "arch", cfg.Arch, "out", cfg.Out, "took", time.Since(start).Round(time.Millisecond))
 	return m, nil
 }
 
-// guestInfoFor keeps, in the guest's module lists, the modules the
-// initramfs ships or the kernel has built in.
-func guestInfoFor(g guestDef, release string, set *initramfs.ModuleSet) guestInfo {
-	have := map[string]bool{}
-	for _, n := range set.Names() {
-		have[n] = true
-	}
-	keep := func(names []string) []string {
-		var out []string
-		for _, n := range names {
-			n = initramfs.ModName(n)
-			if have[n] || set.Index.Builtin(n) {
-				out = append(out, n)
-			}
+// hasModules reports whether dir holds any .ko file.
+func hasModules(dir string) bool {
+	found := false
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.HasSuffix(p, ".ko") {
+			found = true
+			return filepath.SkipAll
 		}
-		return out
+		return nil
+	})
+	return found
+}
+
+func writeFileAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return err
 	}
-	info := guestInfo{Kernel: release, BootModules: keep(g.BootModules), FSModules: map[string][]string{}}
-	for fs, mods := range g.FSModules {
-		if k := keep(mods); len(k) > 0 {
-			info.FSModules[fs] = k
-		}
-	}
-	return info
+	return os.Rename(tmp, path)
 }
 
 // buildInit builds ./cmd/qmount-init for arch into the cache and returns

@@ -61,7 +61,7 @@ func TestBuildGuest(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := filepath.Join(t.TempDir(), "linux", "amd64")
-	cfg := buildConfig{Guest: g, Arch: "amd64", Out: out, Cache: filepath.Join(repoRoot(t), "build", "cache"), Init: staticInit(t)}
+	cfg := buildConfig{Def: g, Arch: "amd64", Out: out, Cache: filepath.Join(repoRoot(t), "build", "cache"), Init: staticInit(t)}
 	m, err := build(ctx, cfg, log)
 	if err != nil {
 		t.Fatal(err)
@@ -142,7 +142,7 @@ func TestBuildGuest(t *testing.T) {
 	}
 
 	// A changed input (one more module) rebuilds.
-	cfg.Guest.Modules = append(slices.Clone(cfg.Guest.Modules), "loop")
+	cfg.ExtraModules = []string{"loop"}
 	m3, err := build(ctx, cfg, log)
 	if err != nil {
 		t.Fatal(err)
@@ -154,7 +154,10 @@ func TestBuildGuest(t *testing.T) {
 
 func TestBuildRefusesBadInit(t *testing.T) {
 	needDebianTools(t)
-	g, _ := lookupGuest("linux")
+	g, err := lookupGuest("linux")
+	if err != nil {
+		t.Fatal(err)
+	}
 	cache := filepath.Join(repoRoot(t), "build", "cache")
 	log := slog.New(slog.DiscardHandler)
 	tests := []struct {
@@ -169,7 +172,7 @@ func TestBuildRefusesBadInit(t *testing.T) {
 			if _, err := os.Stat(tc.init); err != nil {
 				t.Skip(err)
 			}
-			_, err := build(context.Background(), buildConfig{Guest: g, Arch: "amd64", Out: t.TempDir(), Cache: cache, Init: tc.init}, log)
+			_, err := build(context.Background(), buildConfig{Def: g, Arch: "amd64", Out: t.TempDir(), Cache: cache, Init: tc.init}, log)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want %q", err, tc.want)
 			}
