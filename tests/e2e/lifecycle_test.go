@@ -278,4 +278,3 @@ func qemuPIDs(t *testing.T, stateDir string) []int {
 	}
 	return out
 }
-
