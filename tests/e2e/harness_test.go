@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package e2e boots real guests (QEMU, the built Debian kernel and
 // initramfs) on real images made with mkfs, mounts them through the 9P
 // client and FUSE, and checks what ends up in the images.

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command datapath measures qmount's 9P + FUSE data path alone: the same
 // workloads on a plain directory and on `qmount loopback` of it, in one run,
 // reported as ratios (loopback / native; higher is better, 1.0 = native).
