@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command bench measures qmount against the kernel's own mount of the
 // same image and against its peers, in one run:
 //

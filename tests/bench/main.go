@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -79,7 +81,7 @@ func run(ctx context.Context, o options, stdout, progress io.Writer) error {
 	}
 	work := o.dir
 	if work == "" {
-		if work, err = os.MkdirTemp("", "qmount-bench-"); err != nil {
+		if work, err = os.MkdirTemp("", "qmount-benchall-"); err != nil {
 			return err
 		}
 		if !o.keep {
@@ -93,7 +95,9 @@ func run(ctx context.Context, o options, stdout, progress io.Writer) error {
 	}
 	// Whatever happens, no process started on our images outlives us.
 	defer func() {
-		if pids := procsMatching(work); len(pids) > 0 {
+		// The trailing separator keeps other runs' directories (same
+		// prefix) out of the match.
+		if pids := procsMatching(work + string(filepath.Separator)); len(pids) > 0 {
 			fmt.Fprintf(progress, "bench: killing leftover processes %v\n", pids)
 			killAll(pids)
 		}
