@@ -12,7 +12,7 @@ base=(
 	ntfs-3g hfsutils erofs-utils reiserfsprogs cryptsetup-bin lvm2 mdadm xorriso
 	fdisk dpkg-dev binutils bzip2 gzip
 )
-bench=(fio libguestfs-tools fuse2fs hyperfine)
+bench=(fio libguestfs-tools fuse2fs linux-image-amd64)
 
 case "$set_name" in
 test) want=("${base[@]}") ;;
