@@ -9,7 +9,7 @@ QMOUNT   := $(BUILD)/qmount
 # Packages whose tests are slow end-to-end runs (real VMs).
 E2E_TIMEOUT ?= 40m
 
-.PHONY: all build deps deps-bench guests guests-all guest kernel test test-unit check-darwin \
+.PHONY: all build deps deps-bench guests guest kernel kernel test test-unit check-darwin \
 	fmt-check vet fuzz bench bench-datapath demo clean
 
 all: build
@@ -30,17 +30,19 @@ deps:
 deps-bench: deps
 	@scripts/install-deps.sh bench
 
-# The default guest for the host's architecture (ARCH=arm64 for the Mac one).
+# Every shipped guest that needs no kernel compile, for amd64 and arm64 (the
+# host's for the end-to-end tests, arm64 for the Mac, booted under
+# qemu-system-aarch64 in the tests).
 guests: deps
+	$(GO) run ./cmd/qmount-build guests --arch amd64,arm64 --out $(GUESTDIR)
+
+# One guest: make guest GUEST=mini [ARCH=arm64] (mini compiles a kernel).
+guest: deps
 	$(GO) run ./cmd/qmount-build guest --name $(GUEST) --arch $(ARCH) --out $(GUESTDIR)/$(GUEST)/$(ARCH)
 
-guest: guests
-
-# Both architectures: the host's for the end-to-end tests, arm64 for the Mac
-# (booted under qemu-system-aarch64 in the tests).
-guests-all: deps
-	$(GO) run ./cmd/qmount-build guest --name $(GUEST) --arch amd64 --out $(GUESTDIR)/$(GUEST)/amd64
-	$(GO) run ./cmd/qmount-build guest --name $(GUEST) --arch arm64 --out $(GUESTDIR)/$(GUEST)/arm64
+# A kernel from a config fragment: make kernel CONFIG=kernels/configs/mini.config
+kernel: deps
+	$(GO) run ./cmd/qmount-build kernel --config $(CONFIG) --arch $(ARCH)
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -58,7 +60,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzProbe$$' -fuzztime 10s -fuzzminimizetime 5s ./probe
 	$(GO) test -run '^$$' -fuzz '^FuzzDetect$$' -fuzztime 10s -fuzzminimizetime 5s ./probe
 
-test: deps fmt-check vet guests-all
+test: deps fmt-check vet guests
 	$(GO) test -count=1 -timeout $(E2E_TIMEOUT) ./...
 	$(MAKE) --no-print-directory check-darwin fuzz
 

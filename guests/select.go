@@ -143,10 +143,11 @@ func BuildHint(d *Def, arch string) string {
 
 // candidate is a guest and the driver it would mount with.
 type candidate struct {
-	def    *Def
-	built  *Built
-	driver Driver
-	tier   int // lower is preferred: 0 the filesystem's default driver
+	def      *Def // the catalogue's definition (ranks by its BootMS)
+	built    *Built
+	builtDef *Def // the definition as built
+	driver   Driver
+	tier     int // lower is preferred: 0 the filesystem's default driver
 }
 
 // Select picks the guest to boot for a filesystem of type fstype (as
@@ -190,7 +191,11 @@ func Select(fstype string, opts SelectOptions, cat *Catalogue) (*Choice, error) 
 				dr, ok = d.Driver("", opts.ExplicitType)
 			}
 			if ok {
-				cands = append(cands, cat.candidate(d, arch, fstype, dr, 0))
+				tier := 0
+				if opts.ReadWrite && dr.ReadOnly {
+					tier = 2
+				}
+				cands = append(cands, cat.candidate(d, arch, fstype, dr, tier))
 			}
 		}
 		if len(cands) == 0 {
@@ -244,7 +249,7 @@ func Select(fstype string, opts SelectOptions, cat *Catalogue) (*Choice, error) 
 		if ms := c.def.BootMS[arch]; ms > 0 {
 			reason += fmt.Sprintf(", boots in ~%d ms", ms)
 		}
-		return &Choice{Def: c.def, Built: c.built, FSType: c.driver.Type, Driver: c.driver, Reason: reason}, nil
+		return &Choice{Def: c.builtDef, Built: c.built, FSType: c.driver.Type, Driver: c.driver, Reason: reason}, nil
 	}
 	// Nothing built: suggest the best of the preferred tier.
 	var defs []*Def
@@ -278,7 +283,7 @@ func (c *Catalogue) candidate(d *Def, arch, fstype string, dr Driver, tier int) 
 		got, ok = bd.Driver("", dr.Type)
 	}
 	if ok {
-		cand.built, cand.def, cand.driver = b, bd, got
+		cand.built, cand.builtDef, cand.driver = b, bd, got
 	}
 	return cand
 }

@@ -11,6 +11,7 @@ base=(
 	nilfs-tools genisoimage squashfs-tools udftools mtools attr util-linux
 	ntfs-3g hfsutils erofs-utils reiserfsprogs cryptsetup-bin lvm2 mdadm xorriso
 	fdisk dpkg-dev binutils bzip2 gzip
+	build-essential bc bison flex libelf-dev libssl-dev gcc-aarch64-linux-gnu
 )
 bench=(fio libguestfs-tools fuse2fs linux-image-amd64)
 

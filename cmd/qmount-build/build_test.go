@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/qmount/qmount/guests"
 	"github.com/qmount/qmount/guests/agent"
 	"github.com/qmount/qmount/initramfs"
 	"github.com/u-root/u-root/pkg/cpio"
@@ -180,5 +182,94 @@ func TestBuildRefusesBadInit(t *testing.T) {
 	}
 	if _, err := lookupGuest("nope"); err == nil || !strings.Contains(err.Error(), "linux") {
 		t.Errorf("unknown guest: %v", err)
+	}
+}
+
+// TestBuildLinux612 builds the linux-6.12 guest (Debian's 6.12 cloud
+// kernel, modules shipped as .ko.xz) and checks that its initramfs holds
+// the ntfs3 module decompressed, and that its guest info loads ntfs3 for
+// -t ntfs3.
+func TestBuildLinux612(t *testing.T) {
+	needDebianTools(t)
+	if _, err := exec.LookPath("xz"); err != nil {
+		t.Skip("xz not installed (apt-get install xz-utils)")
+	}
+	d, err := lookupGuest("linux-6.12")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	m, err := build(context.Background(), buildConfig{Def: d, Arch: "amd64", Out: out, Cache: filepath.Join(repoRoot(t), "build", "cache"), Init: staticInit(t)},
+		slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(m.Kernel.Release, "6.12.") || !strings.Contains(m.Kernel.Package, "cloud-amd64") || m.Kernel.PVHEntry == 0 {
+		t.Errorf("kernel %+v", m.Kernel)
+	}
+	if !slices.Contains(m.Initramfs.Modules, "ntfs3") {
+		t.Errorf("modules %v lack ntfs3", m.Initramfs.Modules)
+	}
+	data, err := os.ReadFile(filepath.Join(out, m.Initramfs.File))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ntfs3 []byte
+	rr := cpio.Newc.Reader(bytes.NewReader(data))
+	for {
+		r, err := rr.ReadRecord()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasSuffix(r.Name, ".ko.xz") || strings.HasSuffix(r.Name, ".ko.zst") {
+			t.Errorf("compressed module in the initramfs: %s", r.Name)
+		}
+		if strings.HasSuffix(r.Name, "/ntfs3.ko") {
+			ntfs3, _ = io.ReadAll(io.NewSectionReader(r, 0, int64(r.FileSize)))
+		}
+	}
+	if !bytes.HasPrefix(ntfs3, []byte("\x7fELF")) {
+		t.Fatalf("no uncompressed ntfs3.ko in the initramfs (first bytes %q)", ntfs3[:min(len(ntfs3), 8)])
+	}
+	info := guestInfoIn(t, filepath.Join(out, m.Initramfs.File))
+	if !slices.Equal(info.ModulesFor("ntfs3"), []string{"ntfs3", "nls_utf8"}) {
+		t.Errorf("ModulesFor(ntfs3) = %v", info.ModulesFor("ntfs3"))
+	}
+	g, err := guests.Load(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := g.Def.Driver("ntfs", "ntfs3"); !ok {
+		t.Errorf("built definition lacks the ntfs3 driver: %+v", g.Def.Filesystems)
+	}
+}
+
+// guestInfoIn reads the guest agent's manifest from an initramfs.
+func guestInfoIn(t *testing.T, cpioPath string) *agent.GuestInfo {
+	t.Helper()
+	data, err := os.ReadFile(cpioPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rr := cpio.Newc.Reader(bytes.NewReader(data))
+	for {
+		r, err := rr.ReadRecord()
+		if err == io.EOF {
+			t.Fatal("no guest info in the initramfs")
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if "/"+r.Name == agent.GuestInfoPath {
+			b, _ := io.ReadAll(io.NewSectionReader(r, 0, int64(r.FileSize)))
+			var info agent.GuestInfo
+			if err := json.Unmarshal(b, &info); err != nil {
+				t.Fatal(err)
+			}
+			return &info
+		}
 	}
 }
