@@ -9,7 +9,7 @@ QMOUNT   := $(BUILD)/qmount
 # Packages whose tests are slow end-to-end runs (real VMs).
 E2E_TIMEOUT ?= 40m
 
-.PHONY: all build deps deps-bench guests guest kernel kernel test test-unit check-darwin \
+.PHONY: all build deps deps-bench guests guest kernel test test-unit check-darwin \
 	fmt-check vet fuzz bench bench-datapath demo clean
 
 all: build
