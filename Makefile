@@ -36,9 +36,10 @@ deps-bench: deps
 guests: deps
 	$(GO) run ./cmd/qmount-build guests --arch amd64,arm64 --out $(GUESTDIR)
 
-# One guest: make guest GUEST=mini [ARCH=arm64] (mini compiles a kernel).
+# One guest: make guest GUEST=mini [ARCH=arm64] (mini compiles a kernel);
+# a custom one: make guest GUEST=mine DEFS=dir-holding-mine/guest.json.
 guest: deps
-	$(GO) run ./cmd/qmount-build guest --name $(GUEST) --arch $(ARCH) --out $(GUESTDIR)/$(GUEST)/$(ARCH)
+	$(GO) run ./cmd/qmount-build guest --name $(GUEST) --arch $(ARCH) $(if $(DEFS),--defs $(DEFS)) --out $(GUESTDIR)/$(GUEST)/$(ARCH)
 
 # A kernel from a config fragment: make kernel CONFIG=kernels/configs/mini.config
 kernel: deps

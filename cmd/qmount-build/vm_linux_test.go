@@ -321,7 +321,7 @@ func TestMiniGuestServes(t *testing.T) {
 }
 
 // TestCustomGuest defines a guest in a temporary directory, builds it with
-// `go run ./cmd/qmount-build guest --defs DIR` (reusing the cached Debian
+// `make guest GUEST=custom DEFS=DIR` (reusing the cached Debian
 // kernel, with a subset of its modules), checks its artifacts, and mounts
 // an ext4 image through it.
 func TestCustomGuest(t *testing.T) {
@@ -331,7 +331,8 @@ func TestCustomGuest(t *testing.T) {
 		t.Skip("the custom guest is defined for amd64")
 	}
 	root := repoRoot(t)
-	defs, out := t.TempDir(), t.TempDir()
+	defs, guestDir := t.TempDir(), t.TempDir()
+	out := filepath.Join(guestDir, "custom", "amd64")
 	os.MkdirAll(filepath.Join(defs, "custom"), 0o755)
 	def := `{
   "name": "custom",
@@ -345,11 +346,10 @@ func TestCustomGuest(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(defs, "custom", guests.DefFile), []byte(def), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("go", "run", "./cmd/qmount-build", "-q", "guest", "--defs", defs, "--name", "custom", "--arch", "amd64",
-		"--out", out, "--cache", filepath.Join(root, "build", "cache"))
+	cmd := exec.Command("make", "--no-print-directory", "guest", "GUEST=custom", "ARCH=amd64", "DEFS="+defs, "GUESTDIR="+guestDir)
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("qmount-build guest --defs: %v\n%s", err, b)
+		t.Fatalf("make guest GUEST=custom DEFS=%s: %v\n%s", defs, err, b)
 	}
 
 	g, err := guests.Load(out)
