@@ -116,10 +116,12 @@ func (d *dirHandle) fill(ctx context.Context) syscall.Errno {
 // readPlus reads one READDIRPLUS batch: Txattrwalk + Tread + async Tclunk.
 func (d *dirHandle) readPlus(ctx context.Context) (p9ext.Batch, error) {
 	c := d.n.fsys.c
-	dfid, err := d.n.getFid(ctx)
+	dfidRef, err := d.n.holdFid(ctx)
 	if err != nil {
 		return p9ext.Batch{}, err
 	}
+	defer dfidRef.put()
+	dfid := dfidRef.fid
 	max := min(c.MaxIO(), p9ext.MaxBatchBytes)
 	xf, size, err := c.XattrWalk(ctx, dfid, p9ext.ReaddirPlusName(d.cookie, uint32(max)))
 	if err != nil {
@@ -178,7 +180,7 @@ func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 	d.mu.Unlock()
 	n := d.n
 	if e != nil && e.Name == name && e.Valid.Mode && e.Valid.Size && e.Valid.MTime && e.Valid.NLink {
-		child := n.fsys.newChild(ctx, n, e.QID, e.Valid, e.Attr, ninep.NoFid)
+		child := n.fsys.newChild(ctx, n, name, e.QID, e.Valid, e.Attr, ninep.NoFid)
 		if e.XattrsKnown {
 			child.setXattrNames(append([]string(nil), e.Xattrs...))
 		}

@@ -61,8 +61,18 @@
 // counts by what was asked, names validated (p9ext.ValidName); a protocol
 // violation breaks the connection with one log line and every operation
 // then fails with EIO. Each request is bounded by WithRequestTimeout
-// (default DefaultRequestTimeout) and flushed when it expires or the
-// caller is interrupted.
+// (default DefaultRequestTimeout) and flushed when it expires. A flushed
+// request's cleanup (clunking a fid it made) waits for its own reply,
+// since the p9 server may answer the Tflush first and still run it.
+// FUSE interrupts do not cancel requests (a signal must not turn a stat
+// into EINTR); a blocking lock wait does end on one.
+//
+// # Fids
+//
+// A node's fid is reference-counted: operations hold it while their
+// requests may carry it, and a FORGET, unlink or rename only drops the
+// node's reference, so the fid is clunked after its last use and its
+// number is reused only after the Rclunk.
 //
 // # Limits
 //

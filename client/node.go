@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -22,20 +23,22 @@ type fsys struct {
 	log *slog.Logger
 	cfg config
 
-	inoMu sync.Mutex
-	inos  map[uint64]*inoState
+	inoMu   sync.Mutex
+	inos    map[uint64]*inoState
+	nextGen uint64
 
 	// plus: 0 unknown, 1 the server answers READDIRPLUS, -1 it does not.
 	plus atomic.Int32
 }
 
-// inoState tracks one inode number: its FUSE generation, whether the
-// file that had it is gone (so a new file with the number gets a new
-// generation), and the live node for it.
+// inoState tracks one inode number while a node has it: the FUSE
+// generation of that node, and whether its file is gone (so that a new
+// file reusing the number gets a new generation, and so a new node).
+// Generations come from one counter, so an identity (number,
+// generation) is never given to two files.
 type inoState struct {
 	gen  uint64
 	dead bool
-	node *node
 }
 
 // node is one file, directory or other object of the guest.
@@ -43,8 +46,9 @@ type node struct {
 	fs.Inode
 	fsys *fsys
 
+	fids *fidSlot // the node's own fid, walked when first needed
+
 	mu        sync.Mutex
-	fid       ninep.Fid // ninep.NoFid until an operation needs one
 	qid       p9.QID
 	gen       uint64
 	attr      p9.Attr
@@ -102,10 +106,16 @@ func errno(err error) syscall.Errno {
 }
 
 // reqCtx bounds one operation's requests by the configured timeout.
+// FUSE interrupts do not cancel them: a signal reaching the caller (a
+// timer, SIGCHLD, the Go runtime's preemption) must not make stat or
+// read fail with EINTR, which a local disk never does, and each request
+// is short. Waits that can last (a blocking lock) watch the FUSE
+// context themselves.
 func (f *fsys) reqCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	if fc, ok := ctx.(*fuse.Context); ok {
 		ctx = context.WithValue(ctx, callerKey{}, fc)
 	}
+	ctx = context.WithoutCancel(ctx)
 	if f.cfg.requestTimeout > 0 {
 		return context.WithTimeout(ctx, f.cfg.requestTimeout)
 	}
@@ -113,76 +123,93 @@ func (f *fsys) reqCtx(ctx context.Context) (context.Context, context.CancelFunc)
 }
 
 // stable returns the FUSE identity of a file with qid and mode: its
-// inode number is the QID path; the generation is bumped when the number
-// is reused by a new file after the old one was removed.
+// inode number is the QID path; its generation is that of the live node
+// with the number, or a new one when there is none or its file is gone.
 func (f *fsys) stable(qid p9.QID, mode uint32) fs.StableAttr {
 	f.inoMu.Lock()
 	defer f.inoMu.Unlock()
 	st := f.inos[qid.Path]
-	if st == nil {
-		st = &inoState{}
+	if st == nil || st.dead {
+		f.nextGen++
+		st = &inoState{gen: f.nextGen}
 		f.inos[qid.Path] = st
-	} else if st.dead {
-		st.gen++
-		st.dead = false
 	}
 	return fs.StableAttr{Ino: qid.Path, Gen: st.gen, Mode: mode & syscall.S_IFMT}
 }
 
-// markDead records that the file holding ino is gone.
+// markDead records that the file of n is gone: its inode number may be
+// reused by a new file, which must not be taken for n.
 func (f *fsys) markDead(n *node) {
 	f.inoMu.Lock()
 	defer f.inoMu.Unlock()
 	ino := n.StableAttr().Ino
-	if st := f.inos[ino]; st != nil && st.gen == n.gen {
+	switch st := f.inos[ino]; {
+	case st == nil:
+		f.inos[ino] = &inoState{gen: n.gen, dead: true}
+	case st.gen == n.gen:
 		st.dead = true
-		if st.node == n {
-			st.node = nil
-		}
 	}
 }
 
-// newChild returns the inode for a file learnt from the server (lookup,
-// create, READDIRPLUS). fid, if not NoFid, is a walked fid for it that
-// the node keeps (directories) or that is clunked.
-func (f *fsys) newChild(ctx context.Context, parent *node, qid p9.QID, valid p9.AttrMask, attr p9.Attr, fid ninep.Fid) *node {
+// newNode returns a node with an empty fid slot that is released if
+// the node is dropped without being forgotten (go-fuse keeps another
+// node for the same file when two lookups race).
+func (f *fsys) newNode(gen uint64) *node {
+	n := &node{fsys: f, fids: &fidSlot{}, gen: gen}
+	runtime.AddCleanup(n, (*fidSlot).release, n.fids)
+	return n
+}
+
+// existingChild returns the node go-fuse has under parent/name if it is
+// the file with inode number ino and type mode, still alive.
+func (f *fsys) existingChild(parent *node, name string, ino uint64, mode uint32) *node {
+	ch := parent.GetChild(name)
+	if ch == nil {
+		return nil
+	}
+	n, ok := ch.Operations().(*node)
+	if !ok || ch.StableAttr().Ino != ino || ch.StableAttr().Mode != mode&syscall.S_IFMT {
+		return nil
+	}
+	f.inoMu.Lock()
+	defer f.inoMu.Unlock()
+	switch st := f.inos[ino]; {
+	case st == nil:
+		// Forgotten by go-fuse while a lookup brought it back: track
+		// it again.
+		f.inos[ino] = &inoState{gen: n.gen}
+	case st.gen != n.gen || st.dead:
+		return nil
+	}
+	return n
+}
+
+// newChild returns the node for a file learnt from the server (lookup,
+// create, READDIRPLUS) under parent/name. fid, if not NoFid, is a walked
+// fid for it that the node keeps (directories) or that is clunked.
+func (f *fsys) newChild(ctx context.Context, parent *node, name string, qid p9.QID, valid p9.AttrMask, attr p9.Attr, fid ninep.Fid) *node {
 	if !valid.Mode {
 		attr.Mode = qidMode(qid.Type)
 	}
 	mode := uint32(attr.Mode)
-	f.inoMu.Lock()
-	st := f.inos[qid.Path]
-	if st != nil && !st.dead && st.node != nil && st.node.StableAttr().Mode == mode&syscall.S_IFMT {
-		n := st.node
-		f.inoMu.Unlock()
-		n.setAttr(qid, valid, attr)
-		if fid != ninep.NoFid {
-			n.mu.Lock()
-			if n.fid == ninep.NoFid && n.IsDir() {
-				n.fid, fid = fid, ninep.NoFid
-			}
-			n.mu.Unlock()
-			f.c.Clunk(fid)
-		}
-		return n
+	n := f.existingChild(parent, name, qid.Path, mode)
+	fresh := n == nil
+	var sa fs.StableAttr
+	if fresh {
+		sa = f.stable(qid, mode)
+		n = f.newNode(sa.Gen)
 	}
-	f.inoMu.Unlock()
-	sa := f.stable(qid, mode)
-	n := &node{fsys: f, fid: ninep.NoFid, gen: sa.Gen}
 	n.setAttr(qid, valid, attr)
 	if fid != ninep.NoFid {
-		if sa.Mode == syscall.S_IFDIR {
-			n.fid = fid
+		if mode&syscall.S_IFMT == syscall.S_IFDIR {
+			n.fids.adopt(newFidRef(f.c, fid))
 		} else {
 			f.c.Clunk(fid)
 		}
 	}
-	parent.NewInode(ctx, n, sa)
-	f.inoMu.Lock()
-	if st := f.inos[qid.Path]; st != nil && st.gen == sa.Gen {
-		st.node = n
+	if fresh {
+		parent.NewInode(ctx, n, sa)
 	}
-	f.inoMu.Unlock()
 	return n
 }
 
@@ -197,25 +224,18 @@ func qidMode(t p9.QIDType) p9.FileMode {
 	}
 }
 
-// OnForget releases the node's fid: the kernel no longer knows it.
+// OnForget releases the node's fid: the kernel no longer knows it. (A
+// lookup racing with the FORGET can bring the node back; it then walks
+// a new fid when it needs one.)
 func (n *node) OnForget() {
 	f := n.fsys
 	f.inoMu.Lock()
 	if st := f.inos[n.StableAttr().Ino]; st != nil && st.gen == n.gen {
-		if st.node == n {
-			st.node = nil
-		}
-		if !st.dead {
-			delete(f.inos, n.StableAttr().Ino)
-		}
+		delete(f.inos, n.StableAttr().Ino)
 	}
 	f.inoMu.Unlock()
-	n.mu.Lock()
-	fid := n.fid
-	n.fid = ninep.NoFid
-	n.mu.Unlock()
 	if !n.IsRoot() {
-		f.c.Clunk(fid)
+		n.fids.release()
 	}
 }
 
@@ -238,28 +258,21 @@ func (n *node) invalidate() {
 	n.mu.Unlock()
 }
 
-// getFid returns the node's fid, walking from its parent if needed.
-func (n *node) getFid(ctx context.Context) (ninep.Fid, error) {
-	n.mu.Lock()
-	fid, qid := n.fid, n.qid
-	n.mu.Unlock()
-	if fid != ninep.NoFid {
-		return fid, nil
+// holdFid returns the node's fid, walking from its parent if it has
+// none, with a reference the caller drops with put when its requests
+// are done.
+func (n *node) holdFid(ctx context.Context) (*fidRef, error) {
+	if r := n.fids.hold(); r != nil {
+		return r, nil
 	}
+	n.mu.Lock()
+	qid := n.qid
+	n.mu.Unlock()
 	nf, err := n.walkFromParent(ctx, qid)
 	if err != nil {
-		return ninep.NoFid, err
+		return nil, err
 	}
-	n.mu.Lock()
-	if n.fid == ninep.NoFid {
-		n.fid = nf
-		n.mu.Unlock()
-		return nf, nil
-	}
-	fid = n.fid
-	n.mu.Unlock()
-	n.fsys.c.Clunk(nf)
-	return fid, nil
+	return n.fids.install(newFidRef(n.fsys.c, nf)), nil
 }
 
 // walkFromParent walks a new fid to the node by its name in its parent,
@@ -273,11 +286,12 @@ func (n *node) walkFromParent(ctx context.Context, qid p9.QID) (ninep.Fid, error
 	if !ok {
 		return ninep.NoFid, syscall.EIO
 	}
-	pfid, err := pn.getFid(ctx)
+	pr, err := pn.holdFid(ctx)
 	if err != nil {
 		return ninep.NoFid, err
 	}
-	nf, qids, err := n.fsys.c.Walk(ctx, pfid, []string{name})
+	defer pr.put()
+	nf, qids, err := n.fsys.c.Walk(ctx, pr.fid, []string{name})
 	if err != nil {
 		if errors.Is(err, syscall.ENOENT) {
 			return ninep.NoFid, syscall.ESTALE
@@ -291,15 +305,17 @@ func (n *node) walkFromParent(ctx context.Context, qid p9.QID) (ninep.Fid, error
 	return nf, nil
 }
 
-// openFid returns a new fid for the node, for opening.
+// openFid returns a new fid for the node, for opening; the caller owns
+// it.
 func (n *node) openFid(ctx context.Context) (ninep.Fid, error) {
-	n.mu.Lock()
-	fid, qid := n.fid, n.qid
-	n.mu.Unlock()
-	if fid != ninep.NoFid {
-		nf, _, err := n.fsys.c.Walk(ctx, fid, nil)
+	if r := n.fids.hold(); r != nil {
+		defer r.put()
+		nf, _, err := n.fsys.c.Walk(ctx, r.fid, nil)
 		return nf, err
 	}
+	n.mu.Lock()
+	qid := n.qid
+	n.mu.Unlock()
 	return n.walkFromParent(ctx, qid)
 }
 
@@ -307,10 +323,12 @@ func (n *node) openFid(ctx context.Context) (ninep.Fid, error) {
 // NoFid) and stores them unless they were invalidated meanwhile.
 func (n *node) refresh(ctx context.Context, fid ninep.Fid) (p9.Attr, error) {
 	if fid == ninep.NoFid {
-		var err error
-		if fid, err = n.getFid(ctx); err != nil {
+		r, err := n.holdFid(ctx)
+		if err != nil {
 			return p9.Attr{}, err
 		}
+		defer r.put()
+		fid = r.fid
 	}
 	n.mu.Lock()
 	gen := n.attrGen

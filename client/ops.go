@@ -39,10 +39,12 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	}
 	ctx, cancel := n.fsys.reqCtx(ctx)
 	defer cancel()
-	dfid, err := n.getFid(ctx)
+	dfidRef, err := n.holdFid(ctx)
 	if err != nil {
 		return nil, errno(err)
 	}
+	defer dfidRef.put()
+	dfid := dfidRef.fid
 	nf, qids, valid, attr, err := n.fsys.c.WalkGetattr(ctx, dfid, []string{name})
 	if err != nil {
 		return nil, errno(err)
@@ -51,7 +53,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 		n.fsys.c.Clunk(nf)
 		return nil, syscall.EIO
 	}
-	child := n.fsys.newChild(ctx, n, qids[0], valid, attr, nf)
+	child := n.fsys.newChild(ctx, n, name, qids[0], valid, attr, nf)
 	child.fillEntry(out, &attr)
 	return child.EmbeddedInode(), 0
 }
@@ -130,10 +132,12 @@ func (n *node) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn
 		fid = f.fid
 	}
 	if fid == ninep.NoFid {
-		var err error
-		if fid, err = n.getFid(ctx); err != nil {
+		r, err := n.holdFid(ctx)
+		if err != nil {
 			return errno(err)
 		}
+		defer r.put()
+		fid = r.fid
 	}
 	if !mask.Empty() {
 		n.invalidate()
@@ -217,10 +221,12 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	ctx, cancel := n.fsys.reqCtx(ctx)
 	defer cancel()
 	c := n.fsys.c
-	dfid, err := n.getFid(ctx)
+	dfidRef, err := n.holdFid(ctx)
 	if err != nil {
 		return nil, nil, 0, errno(err)
 	}
+	defer dfidRef.put()
+	dfid := dfidRef.fid
 	fid, _, err := c.Walk(ctx, dfid, nil)
 	if err != nil {
 		return nil, nil, 0, errno(err)
@@ -243,7 +249,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		c.Clunk(fid)
 		return nil, nil, 0, errno(err)
 	}
-	child := n.fsys.newChild(ctx, n, qid, valid, attr, ninep.NoFid)
+	child := n.fsys.newChild(ctx, n, name, qid, valid, attr, ninep.NoFid)
 	child.fillEntry(out, &attr)
 	child.keepCache()
 	return child.EmbeddedInode(), &file{n: child, fid: fid, flags: flags}, 0, 0
@@ -256,7 +262,7 @@ func (n *node) made(ctx context.Context, dfid ninep.Fid, name string, out *fuse.
 	if err != nil {
 		return nil, errno(err)
 	}
-	child := n.fsys.newChild(ctx, n, qids[0], valid, attr, nf)
+	child := n.fsys.newChild(ctx, n, name, qids[0], valid, attr, nf)
 	child.fillEntry(out, &attr)
 	return child.EmbeddedInode(), 0
 }
@@ -267,10 +273,12 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	}
 	ctx, cancel := n.fsys.reqCtx(ctx)
 	defer cancel()
-	dfid, err := n.getFid(ctx)
+	dfidRef, err := n.holdFid(ctx)
 	if err != nil {
 		return nil, errno(err)
 	}
+	defer dfidRef.put()
+	dfid := dfidRef.fid
 	n.invalidate()
 	uid, gid := n.fsys.caller(ctx)
 	if _, err := n.fsys.c.Mkdir(ctx, dfid, name, p9.FileMode(mode&07777), uid, gid); err != nil {
@@ -296,10 +304,12 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 	}
 	ctx, cancel := n.fsys.reqCtx(ctx)
 	defer cancel()
-	dfid, err := n.getFid(ctx)
+	dfidRef, err := n.holdFid(ctx)
 	if err != nil {
 		return nil, errno(err)
 	}
+	defer dfidRef.put()
+	dfid := dfidRef.fid
 	n.invalidate()
 	uid, gid := n.fsys.caller(ctx)
 	if _, err := n.fsys.c.Symlink(ctx, dfid, name, target, uid, gid); err != nil {
@@ -314,10 +324,12 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 	}
 	ctx, cancel := n.fsys.reqCtx(ctx)
 	defer cancel()
-	dfid, err := n.getFid(ctx)
+	dfidRef, err := n.holdFid(ctx)
 	if err != nil {
 		return nil, errno(err)
 	}
+	defer dfidRef.put()
+	dfid := dfidRef.fid
 	major, minor := decodeDev(dev)
 	n.invalidate()
 	uid, gid := n.fsys.caller(ctx)
@@ -337,14 +349,18 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	}
 	ctx, cancel := n.fsys.reqCtx(ctx)
 	defer cancel()
-	dfid, err := n.getFid(ctx)
+	dfidRef, err := n.holdFid(ctx)
 	if err != nil {
 		return nil, errno(err)
 	}
-	tfid, err := tn.getFid(ctx)
+	defer dfidRef.put()
+	dfid := dfidRef.fid
+	tfidRef, err := tn.holdFid(ctx)
 	if err != nil {
 		return nil, errno(err)
 	}
+	defer tfidRef.put()
+	tfid := tfidRef.fid
 	n.invalidate()
 	tn.invalidate()
 	if err := n.fsys.c.Link(ctx, dfid, tfid, name); err != nil {
@@ -367,10 +383,12 @@ func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 	}
 	ctx, cancel := n.fsys.reqCtx(ctx)
 	defer cancel()
-	fid, err := n.getFid(ctx)
+	fidRef, err := n.holdFid(ctx)
 	if err != nil {
 		return nil, errno(err)
 	}
+	defer fidRef.put()
+	fid := fidRef.fid
 	t, err = n.fsys.c.Readlink(ctx, fid)
 	if err != nil {
 		return nil, errno(err)
@@ -394,15 +412,11 @@ func (n *node) removed(name string, isDir bool) {
 	}
 	cn.mu.Lock()
 	last := isDir || !cn.attrValid || cn.attr.NLink <= 1
+	cn.mu.Unlock()
 	// The server's fid followed the removed name and is unusable now;
 	// if other links remain, the next operation walks through one.
-	fid := cn.fid
 	if !cn.IsRoot() {
-		cn.fid = ninep.NoFid
-	}
-	cn.mu.Unlock()
-	if fid != ninep.NoFid && !cn.IsRoot() {
-		n.fsys.c.Clunk(fid)
+		cn.fids.release()
 	}
 	cn.invalidate()
 	if last {
@@ -427,10 +441,12 @@ func (n *node) unlink(ctx context.Context, name string, flags uint32) syscall.Er
 	}
 	ctx, cancel := n.fsys.reqCtx(ctx)
 	defer cancel()
-	dfid, err := n.getFid(ctx)
+	dfidRef, err := n.holdFid(ctx)
 	if err != nil {
 		return errno(err)
 	}
+	defer dfidRef.put()
+	dfid := dfidRef.fid
 	if err := n.fsys.c.UnlinkAt(ctx, dfid, name, flags); err != nil {
 		return errno(err)
 	}
@@ -463,14 +479,18 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	ctx, cancel := n.fsys.reqCtx(ctx)
 	defer cancel()
 	c := n.fsys.c
-	ofid, err := n.getFid(ctx)
+	ofidRef, err := n.holdFid(ctx)
 	if err != nil {
 		return errno(err)
 	}
-	nfid, err := np.getFid(ctx)
+	defer ofidRef.put()
+	ofid := ofidRef.fid
+	nfidRef, err := np.holdFid(ctx)
 	if err != nil {
 		return errno(err)
 	}
+	defer nfidRef.put()
+	nfid := nfidRef.fid
 	if flags&renameNoReplace != 0 {
 		f, _, err := c.Walk(ctx, nfid, []string{newName})
 		if err == nil {
@@ -512,10 +532,12 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	ctx, cancel := n.fsys.reqCtx(ctx)
 	defer cancel()
-	fid, err := n.getFid(ctx)
+	fidRef, err := n.holdFid(ctx)
 	if err != nil {
 		return errno(err)
 	}
+	defer fidRef.put()
+	fid := fidRef.fid
 	st, err := n.fsys.c.Statfs(ctx, fid)
 	if err != nil {
 		return errno(err)

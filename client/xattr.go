@@ -20,10 +20,12 @@ func (n *node) xattrNames(ctx context.Context) ([]string, error) {
 		return names, nil
 	}
 	n.mu.Unlock()
-	fid, err := n.getFid(ctx)
+	fidRef, err := n.holdFid(ctx)
 	if err != nil {
 		return nil, err
 	}
+	defer fidRef.put()
+	fid := fidRef.fid
 	names, err := n.fsys.c.ListXattrs(ctx, fid)
 	if err != nil {
 		if errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOSYS) {
@@ -48,10 +50,12 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	if !slices.Contains(names, attr) {
 		return 0, syscall.ENODATA
 	}
-	fid, err := n.getFid(ctx)
+	fidRef, err := n.holdFid(ctx)
 	if err != nil {
 		return 0, errno(err)
 	}
+	defer fidRef.put()
+	fid := fidRef.fid
 	v, err := n.fsys.c.GetXattr(ctx, fid, attr, maxXattrSize)
 	if err != nil {
 		if errors.Is(err, syscall.EINVAL) {
@@ -120,10 +124,12 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 			return syscall.ENODATA
 		}
 	}
-	fid, err := n.getFid(ctx)
+	fidRef, err := n.holdFid(ctx)
 	if err != nil {
 		return errno(err)
 	}
+	defer fidRef.put()
+	fid := fidRef.fid
 	n.invalidate() // ctime
 	if err := n.fsys.c.SetXattr(ctx, fid, attr, data, flags); err != nil {
 		n.dropXattrNames()
@@ -146,10 +152,12 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	}
 	ctx, cancel := n.fsys.reqCtx(ctx)
 	defer cancel()
-	fid, err := n.getFid(ctx)
+	fidRef, err := n.holdFid(ctx)
 	if err != nil {
 		return errno(err)
 	}
+	defer fidRef.put()
+	fid := fidRef.fid
 	n.invalidate()
 	err = n.fsys.c.RemoveXattr(ctx, fid, attr)
 	n.dropXattrNames()

@@ -36,7 +36,11 @@
 // The server performs every operation as itself (root) and gives created
 // files the uid/gid the client sends (Tucreate, Tumkdir, Tusymlink,
 // Tumknod; none with the plain Tlcreate family) and exactly the
-// permissions it asks for, whatever the server's umask.
+// permissions it asks for, whatever the server's umask. As on a local
+// disk, a new entry of a set-group-ID directory takes the directory's
+// group instead of the client's gid, and one of a directory with a
+// default POSIX ACL gets the permissions the filesystem derives from the
+// ACL and the requested mode.
 //
 // QIDs: Path is the inode number (the host client derives FUSE inode
 // numbers from it; inodes of filesystems mounted below the root get

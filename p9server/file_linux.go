@@ -163,14 +163,20 @@ func (f *file) GetAttr(req p9.AttrMask) (p9.QID, p9.AttrMask, p9.Attr, error) {
 
 // SetAttr implements p9.File.SetAttr in the order that keeps each change:
 // owner (which may clear set-id bits), mode, size (which sets mtime), then
-// times. "Set to now" uses UTIME_NOW; a ctime-only request is a no-op (the
-// kernel sets ctime on every change).
+// times. "Set to now" uses UTIME_NOW. A request that asks for nothing but
+// ctime sets ctime to now, as chown(file, -1, -1) does on Linux (Linux's
+// v9fs client sends exactly that for it); with any other change the
+// kernel sets ctime anyway.
 func (f *file) SetAttr(valid p9.SetAttrMask, attr p9.SetAttr) error {
 	if valid.Empty() {
 		return nil
 	}
 	if err := f.roErr(); err != nil {
 		return err
+	}
+	if valid.CTime && !valid.UID && !valid.GID && !valid.Permissions && !valid.Size && !valid.ATime && !valid.MTime {
+		// A no-op chown changes nothing but ctime.
+		return errno(unix.Fchownat(f.fd, "", -1, -1, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW))
 	}
 	if valid.UID || valid.GID {
 		uid, gid := -1, -1
@@ -478,7 +484,7 @@ func (f *file) Create(name string, flags p9.OpenFlags, perm p9.FileMode, uid p9.
 		err = linux.EISDIR // as open(2) with O_CREAT on a directory
 	}
 	if err == nil && created {
-		if err = fixNew(fd, &st, uid, gid, want); err != nil {
+		if err = f.fixNew(fd, &st, uid, gid, want); err != nil {
 			unix.Unlinkat(f.fd, name, 0) // still ours: nothing else ran in between
 		}
 	}
@@ -504,10 +510,45 @@ func (f *file) Create(name string, flags p9.OpenFlags, perm p9.FileMode, uid p9.
 	return nf, nf.qidOf(&st), 0, nil
 }
 
-// fixNew gives a just-created inode (reached by fd, which may be O_PATH)
-// the owner the client asked for and exactly the permissions want. It
-// costs nothing when they are right already (umask 0, same owner).
-func fixNew(fd int, st *unix.Statx_t, uid p9.UID, gid p9.GID, want uint32) error {
+// newGID returns the group a new entry of directory f (whose attributes,
+// as created, are st) gets: the one the client asked for, unless f is a
+// set-group-ID directory, whose new entries take its group (the kernel
+// already gave them that, as it does on a local disk and as Linux's v9fs
+// client asks for).
+func (f *file) newGID(gid p9.GID, st *unix.Statx_t) p9.GID {
+	if !gid.Ok() || uint32(gid) == st.Gid {
+		return gid
+	}
+	if dst, err := statxFd(f.fd); err == nil && dst.Mode&unix.S_ISGID != 0 {
+		return p9.NoGID
+	}
+	return gid
+}
+
+// hasDefaultACL reports whether directory f has a default POSIX ACL.
+func (f *file) hasDefaultACL() bool {
+	fd, path, err := f.xattrTarget()
+	if err != nil {
+		return false
+	}
+	var n int
+	if fd >= 0 {
+		n, err = unix.Fgetxattr(fd, "system.posix_acl_default", nil)
+	} else {
+		n, err = unix.Getxattr(path, "system.posix_acl_default", nil)
+	}
+	return err == nil && n > 0
+}
+
+// fixNew gives a just-created entry of directory f (reached by fd, which
+// may be O_PATH) the owner the client asked for (the group as newGID
+// says) and exactly the permissions want, undoing the server's umask. It
+// costs nothing when they are right already (umask 0, same owner). Where
+// f has a default POSIX ACL the filesystem already derived the
+// permissions from it and want, ignoring the umask, as on a local disk:
+// they are kept, since a chmod to want would widen them past the ACL.
+func (f *file) fixNew(fd int, st *unix.Statx_t, uid p9.UID, gid p9.GID, want uint32) error {
+	gid = f.newGID(gid, st)
 	u, g := -1, -1
 	if uid.Ok() && uint32(uid) != st.Uid {
 		u = int(uid)
@@ -538,6 +579,11 @@ func fixNew(fd int, st *unix.Statx_t, uid p9.UID, gid p9.GID, want uint32) error
 	if isDir {
 		target |= have & unix.S_ISGID // inherited from a set-group-ID parent
 	}
+	if have != target && f.hasDefaultACL() {
+		// Keep the permission bits derived from the ACL; restore only
+		// set-ID and sticky bits (a chown above may have cleared them).
+		target = have&0o777 | target&^0o777
+	}
 	if have == target {
 		return nil
 	}
@@ -566,7 +612,7 @@ func (f *file) newChild(name string, uid p9.UID, gid p9.GID, want uint32, unlink
 	defer unix.Close(fd)
 	st, err := statxFd(fd)
 	if err == nil {
-		err = fixNew(fd, &st, uid, gid, want)
+		err = f.fixNew(fd, &st, uid, gid, want)
 	}
 	if err != nil {
 		unix.Unlinkat(f.fd, name, unlinkFlags)

@@ -3,11 +3,13 @@
 package p9server
 
 import (
+	"encoding/binary"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/hugelgupf/p9/p9"
 	"golang.org/x/sys/unix"
@@ -420,6 +422,211 @@ func TestCreateIdentityAndUmask(t *testing.T) {
 			t.Errorf("%s: mode %o uid %d gid %d, want %o %d %d", c.name, st.Mode, st.Uid, st.Gid, c.mode, c.uid, c.gid)
 		}
 	}
+}
+
+// TestSetgidDirectoryGroup: in a set-group-ID directory every new entry
+// (file, directory, symlink, fifo) takes the directory's group, not the
+// gid the client sent, as the same system calls give on a plain
+// directory; elsewhere the client's gid applies.
+func TestSetgidDirectoryGroup(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give files other owners")
+	}
+	const dirGID, clientUID, clientGID = 4321, 1234, 5678
+	served, plain := t.TempDir(), t.TempDir()
+	for _, top := range []string{served, plain} {
+		for _, d := range []struct {
+			name string
+			mode uint32
+		}{{"sg", 0o2775}, {"nosg", 0o775}} {
+			p := filepath.Join(top, d.name)
+			must(t, os.Mkdir(p, 0o700))
+			must(t, os.Chown(p, 0, dirGID))
+			must(t, unix.Chmod(p, d.mode))
+		}
+	}
+	_, _, root := connect(t, served)
+	for _, c := range []struct {
+		name string
+		p9   func(d p9.File, name string) error
+		sys  func(path string) error
+		mode uint32 // file type and permissions in a set-group-ID directory
+	}{
+		{"file",
+			func(d p9.File, name string) error {
+				_, _, _, err := d.Create(name, p9.WriteOnly, 0o640, clientUID, clientGID)
+				return err
+			},
+			func(p string) error { return sysOpenWritePerm(p, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY, 0o640, "", 0) },
+			unix.S_IFREG | 0o640},
+		{"dir",
+			func(d p9.File, name string) error {
+				_, err := d.Mkdir(name, 0o750, clientUID, clientGID)
+				return err
+			},
+			func(p string) error { return unix.Mkdir(p, 0o750) },
+			unix.S_IFDIR | unix.S_ISGID | 0o750}, // inherits set-group-ID too
+		{"symlink",
+			func(d p9.File, name string) error {
+				_, err := d.Symlink("target", name, clientUID, clientGID)
+				return err
+			},
+			func(p string) error { return unix.Symlink("target", p) },
+			unix.S_IFLNK | 0o777},
+		{"fifo",
+			func(d p9.File, name string) error {
+				_, err := d.Mknod(name, p9.ModeNamedPipe|0o600, 0, 0, clientUID, clientGID)
+				return err
+			},
+			func(p string) error { return unix.Mknod(p, unix.S_IFIFO|0o600, 0) },
+			unix.S_IFIFO | 0o600},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			for _, dir := range []string{"sg", "nosg"} {
+				d := walk(t, root, dir)
+				err := c.p9(d, c.name)
+				d.Close()
+				must(t, err)
+				var got, want unix.Stat_t
+				must(t, unix.Lstat(filepath.Join(served, dir, c.name), &got))
+				if dir == "nosg" {
+					if got.Uid != clientUID || got.Gid != clientGID {
+						t.Errorf("%s: owner %d:%d, want the client's %d:%d", dir, got.Uid, got.Gid, clientUID, clientGID)
+					}
+					continue
+				}
+				must(t, c.sys(filepath.Join(plain, dir, c.name)))
+				must(t, unix.Lstat(filepath.Join(plain, dir, c.name), &want))
+				if want.Gid != dirGID || want.Mode != c.mode {
+					t.Fatalf("plain directory: gid %d mode %o, test expects %d %o", want.Gid, want.Mode, dirGID, c.mode)
+				}
+				if got.Gid != want.Gid || got.Mode != want.Mode || got.Uid != clientUID {
+					t.Errorf("%s: uid %d gid %d mode %o, want uid %d gid %d mode %o", dir, got.Uid, got.Gid, got.Mode, clientUID, want.Gid, want.Mode)
+				}
+			}
+		})
+	}
+}
+
+// defaultACL encodes a minimal POSIX ACL (system.posix_acl_default):
+// owner, group and other permissions (0-7 each).
+func defaultACL(user, group, other uint16) []byte {
+	b := binary.LittleEndian.AppendUint32(nil, 2) // POSIX_ACL_XATTR_VERSION
+	for _, e := range [][2]uint16{{0x01, user}, {0x04, group}, {0x20, other}} {
+		b = binary.LittleEndian.AppendUint16(b, e[0])
+		b = binary.LittleEndian.AppendUint16(b, e[1])
+		b = binary.LittleEndian.AppendUint32(b, ^uint32(0))
+	}
+	return b
+}
+
+// TestDefaultACLPermissions: in a directory with a default POSIX ACL a
+// new entry gets the permissions the filesystem derives from the ACL and
+// the requested mode (never wider), exactly as the same system calls give
+// on a plain directory with that ACL.
+func TestDefaultACLPermissions(t *testing.T) {
+	served, plain := t.TempDir(), t.TempDir()
+	acl := defaultACL(7, 5, 0) // u::rwx g::r-x o::---
+	for _, top := range []string{served, plain} {
+		p := filepath.Join(top, "acl")
+		must(t, os.Mkdir(p, 0o755))
+		if err := unix.Setxattr(p, "system.posix_acl_default", acl, 0); err != nil {
+			if err == unix.EOPNOTSUPP {
+				t.Skipf("%s has no POSIX ACLs: %v", top, err)
+			}
+			t.Fatalf("setting default ACL: %v", err)
+		}
+	}
+	_, _, root := connect(t, served)
+	uid := uint32(0)
+	if os.Geteuid() == 0 {
+		uid = 1234 // also through the chown of a new entry
+	}
+	for _, c := range []struct {
+		name string
+		p9   func(d p9.File, name string) error
+		sys  func(path string) error
+	}{
+		{"file",
+			func(d p9.File, name string) error {
+				_, _, _, err := d.Create(name, p9.WriteOnly, 0o664, p9.UID(uid), 0)
+				return err
+			},
+			func(p string) error { return sysOpenWritePerm(p, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY, 0o664, "", 0) }},
+		{"dir",
+			func(d p9.File, name string) error {
+				_, err := d.Mkdir(name, 0o777, p9.UID(uid), 0)
+				return err
+			},
+			func(p string) error { return unix.Mkdir(p, 0o777) }},
+		{"sticky-dir",
+			func(d p9.File, name string) error {
+				_, err := d.Mkdir(name, 0o1777, p9.UID(uid), 0)
+				return err
+			},
+			func(p string) error { return unix.Mkdir(p, 0o1777) }},
+		{"fifo",
+			func(d p9.File, name string) error {
+				_, err := d.Mknod(name, p9.ModeNamedPipe|0o666, 0, 0, p9.UID(uid), 0)
+				return err
+			},
+			func(p string) error { return unix.Mknod(p, unix.S_IFIFO|0o666, 0) }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d := walk(t, root, "acl")
+			err := c.p9(d, c.name)
+			d.Close()
+			must(t, err)
+			must(t, c.sys(filepath.Join(plain, "acl", c.name)))
+			var got, want unix.Stat_t
+			must(t, unix.Lstat(filepath.Join(served, "acl", c.name), &got))
+			must(t, unix.Lstat(filepath.Join(plain, "acl", c.name), &want))
+			if want.Mode&0o007 != 0 {
+				t.Fatalf("plain directory: mode %o gives others access despite the ACL", want.Mode)
+			}
+			if got.Mode != want.Mode || got.Uid != uid {
+				t.Errorf("mode %o uid %d, want %o %d", got.Mode, got.Uid, want.Mode, uid)
+			}
+		})
+	}
+}
+
+// TestSetAttrCtimeOnly: a Tsetattr asking only for ctime (what Linux's
+// v9fs client sends for chown(path, -1, -1)) sets ctime to now and
+// changes nothing else, like the system call on a plain file.
+func TestSetAttrCtimeOnly(t *testing.T) {
+	dir := t.TempDir()
+	baseTree(t, dir)
+	_, _, root := connect(t, dir)
+	for _, name := range []string{"a.txt", "d", "s"} {
+		t.Run(name, func(t *testing.T) {
+			p := filepath.Join(dir, name)
+			old := unix.Timespec{Sec: 1000, Nsec: 5}
+			must(t, unix.UtimesNanoAt(unix.AT_FDCWD, p, []unix.Timespec{old, old}, unix.AT_SYMLINK_NOFOLLOW))
+			var before, after unix.Stat_t
+			must(t, unix.Lstat(p, &before))
+			time.Sleep(20 * time.Millisecond) // past the kernel clock's granularity
+			must(t, p9Setattr(root, name, p9.SetAttrMask{CTime: true}, p9.SetAttr{}))
+			must(t, unix.Lstat(p, &after))
+			if !timespecAfter(after.Ctim, before.Ctim) {
+				t.Errorf("ctime %v, not after %v", after.Ctim, before.Ctim)
+			}
+			if after.Mode != before.Mode || after.Uid != before.Uid || after.Gid != before.Gid ||
+				after.Size != before.Size || after.Atim != old || after.Mtim != old {
+				t.Errorf("other attributes changed: before %+v after %+v", before, after)
+			}
+		})
+	}
+	t.Run("read-only", func(t *testing.T) {
+		_, _, roRoot := connect(t, dir, WithReadOnly())
+		if err := p9Setattr(roRoot, "a.txt", p9.SetAttrMask{CTime: true}, p9.SetAttr{}); errnoOf(err) != int(unix.EROFS) {
+			t.Errorf("got %v, want EROFS", err)
+		}
+	})
+}
+
+func timespecAfter(a, b unix.Timespec) bool {
+	return a.Sec > b.Sec || a.Sec == b.Sec && a.Nsec > b.Nsec
 }
 
 // TestReadWrite checks reads and writes at offsets, EOF, a 1 MiB read in

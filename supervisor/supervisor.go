@@ -35,7 +35,10 @@ type FUSEOptions struct {
 	// FSName is shown as the mount's source (e.g. in /proc/mounts).
 	FSName string
 	Owner  Owner
-	Logger *slog.Logger
+	// AllowOther lets users other than the mounting one in (FUSE
+	// allow_other).
+	AllowOther bool
+	Logger     *slog.Logger
 }
 
 // MountFunc serves the 9P stream conn at mountpoint through FUSE. The

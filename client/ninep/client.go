@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // Fid is a 9P file identifier on one connection.
@@ -98,6 +99,11 @@ type call struct {
 	// onAbandon then runs when the tag is finally answered or flushed.
 	abandoned bool
 	onAbandon func(errno syscall.Errno, err error)
+	// cleaned: onAbandon has run (it runs at most once).
+	cleaned bool
+	// flushing: a Tflush naming this call's tag is in flight; tagKept:
+	// its reply came meanwhile and the tag is freed after the Rflush.
+	flushing, tagKept bool
 	// flushed: a Tflush for this call was answered; a late reply is
 	// still accepted (the tag stays reserved until it comes).
 	flushed bool
@@ -281,7 +287,18 @@ func (c *Client) finish(cl *call, errno syscall.Errno, err error) {
 	abandoned := cl.abandoned
 	close(cl.done)
 	c.mu.Unlock()
-	if abandoned && cl.onAbandon != nil {
+	if abandoned {
+		c.cleanup(cl, errno, err)
+	}
+}
+
+// cleanup runs cl's abandon hook, once, with the request's outcome.
+func (c *Client) cleanup(cl *call, errno syscall.Errno, err error) {
+	c.mu.Lock()
+	run := !cl.cleaned && cl.onAbandon != nil
+	cl.cleaned = true
+	c.mu.Unlock()
+	if run {
 		cl.onAbandon(errno, err)
 	}
 }
@@ -428,36 +445,70 @@ func ctxErrno(ctx context.Context) error {
 	return fmt.Errorf("%w: %w", syscall.EINTR, ctx.Err())
 }
 
-// flush sends Tflush for an abandoned call and waits for Rflush. Once
-// answered, if the original reply has not come, the original tag stays
-// reserved so that a late reply is still recognized.
+// lateReplyWait bounds how long a flushed request's reply is awaited
+// before its cleanup runs as if the server had dropped it.
+var lateReplyWait = time.Minute
+
+// flush sends Tflush for an abandoned call and waits for Rflush, then
+// for the call's own reply if the server has not sent it yet: the p9
+// library's server answers a Tflush at once when the request it names
+// has been read but not yet started, and then runs the request and
+// answers it. So Rflush does not mean the request is over, and the
+// call's cleanup (e.g. clunking the fid a walk made, which releases the
+// fid number for reuse) must wait for its reply, or the request could
+// still create that fid after the clunk, and a later walk reusing the
+// number would find the server's fid replaced. A server that drops
+// flushed requests, as 9P allows, sends no reply: after lateReplyWait
+// the cleanup runs as if the request had succeeded, and the tag stays
+// reserved in case the reply still comes.
+//
+// The old call's tag stays reserved until the Rflush even if its reply
+// comes first, so that the Tflush never names a tag that a new request
+// (or the Tflush itself: the p9 server would wait for itself forever)
+// has taken meanwhile.
 func (c *Client) flush(old *call) {
 	tag, err := c.allocTag()
 	if err != nil {
+		return // the call's reply still runs its cleanup
+	}
+	c.mu.Lock()
+	if c.pending[old.tag] != old {
+		c.mu.Unlock()
+		c.releaseTag(tag) // answered meanwhile: nothing to flush
 		return
 	}
+	old.flushing = true
+	c.mu.Unlock()
 	var e enc
 	e.u16(old.tag)
 	cl, err := c.start(tag, tTflush, e.b, nil, nil, nil)
-	if err != nil {
-		c.releaseTag(tag)
-		return
-	}
-	<-cl.done
-	if cl.err != nil {
-		return
+	if err == nil {
+		<-cl.done
 	}
 	c.mu.Lock()
-	_, still := c.pending[old.tag]
+	old.flushing = false
+	if old.tagKept {
+		old.tagKept = false
+		c.freeTag = append(c.freeTag, old.tag)
+	}
+	still := c.pending[old.tag] == old
 	if still {
 		old.flushed = true
 	}
 	c.mu.Unlock()
-	// The request was flushed: whatever it did is final on the server
-	// now (a late reply only frees the tag), so clean up as if it had
-	// succeeded (e.g. clunk a fid it may have created).
-	if still && old.onAbandon != nil {
-		old.onAbandon(0, nil)
+	if err != nil || cl.err != nil {
+		return // connection broken: failPending completes everything
+	}
+	if !still {
+		return // answered: finish ran the cleanup with its outcome
+	}
+	t := time.NewTimer(lateReplyWait)
+	defer t.Stop()
+	select {
+	case <-old.done: // the late reply ran the cleanup
+	case <-c.closed:
+	case <-t.C:
+		c.cleanup(old, 0, nil)
 	}
 }
 
@@ -560,15 +611,22 @@ func (c *Client) readLoop() {
 			return // broken meanwhile
 		}
 		delete(c.pending, tag)
-		if tag != noTag {
+		switch {
+		case cl.flushing:
+			cl.tagKept = true // freed once the Tflush naming it is answered
+		case tag != noTag:
 			c.freeTag = append(c.freeTag, tag)
 		}
 		flushed := cl.flushed
+		if flushed {
+			close(cl.done)
+		}
 		c.mu.Unlock()
 		if flushed {
-			// Late reply to a flushed request: its cleanup already
-			// ran; only the tag is freed.
-			close(cl.done)
+			// Late reply to a flushed request: its outcome is final
+			// now, so its cleanup runs (if the wait for it has not
+			// given up already).
+			c.cleanup(cl, errno, nil)
 			continue
 		}
 		c.finish(cl, errno, nil)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
@@ -438,5 +439,180 @@ func TestCancelFlushes(t *testing.T) {
 	}
 	if c.Stats().ByType["Tflush"] != 1 {
 		t.Errorf("stats = %v", c.Stats())
+	}
+}
+
+// TestFlushedWalkKeepsFid: the p9 library's server answers a Tflush at
+// once when the request it names was read but not yet started, then
+// runs the request and answers it. A walk flushed that way may still
+// create its fid after Rflush, so the client must not clunk or reuse
+// the fid number until the walk's own reply came.
+func TestFlushedWalkKeepsFid(t *testing.T) {
+	var mu sync.Mutex
+	var (
+		heldTag     uint16
+		heldFid     uint32
+		held        bool
+		lateSent    bool
+		events      []string
+		walkNewfids []uint32
+	)
+	c, _ := fakeServer(t, func(typ uint8, tag uint16, body []byte) []byte {
+		mu.Lock()
+		defer mu.Unlock()
+		var out []byte
+		if held && !lateSent && typ != tTflush {
+			// The held walk completes now, after its Rflush: it made
+			// its fid.
+			var e enc
+			e.u16(0)
+			out = append(out, frame(tTwalk+1, heldTag, e.b)...)
+			lateSent = true
+			events = append(events, "late Rwalk")
+		}
+		switch typ {
+		case tTwalk:
+			newfid := binary.LittleEndian.Uint32(body[4:])
+			walkNewfids = append(walkNewfids, newfid)
+			if !held {
+				held, heldTag, heldFid = true, tag, newfid
+				return out
+			}
+			var e enc
+			e.u16(0)
+			return append(out, frame(typ+1, tag, e.b)...)
+		case tTflush:
+			events = append(events, "Rflush")
+			return append(out, frame(tTflush+1, tag, nil)...)
+		case tTclunk:
+			fid := binary.LittleEndian.Uint32(body)
+			if held && fid == heldFid {
+				events = append(events, "Tclunk of the flushed walk's fid")
+			}
+			return append(out, frame(tTclunk+1, tag, nil)...)
+		}
+		return out
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, _, err := c.Walk(ctx, 1, nil); !errors.Is(err, syscall.ETIMEDOUT) {
+		t.Fatalf("walk = %v, want ETIMEDOUT", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		n := len(events)
+		mu.Unlock()
+		if n > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // a wrong client clunks now
+	// A new walk (its request makes the server send the late reply).
+	nf, _, err := c.Walk(context.Background(), 1, nil)
+	if err != nil {
+		t.Fatalf("walk after flush: %v", err)
+	}
+	for {
+		mu.Lock()
+		n := len(events)
+		mu.Unlock()
+		if n >= 3 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := []string{"Rflush", "late Rwalk", "Tclunk of the flushed walk's fid"}
+	if !slices.Equal(events, want) {
+		t.Errorf("events = %q, want %q", events, want)
+	}
+	if uint32(nf) == heldFid {
+		t.Errorf("the flushed walk's fid %d was reused before its reply", nf)
+	}
+	t.Logf("walk newfids: %v", walkNewfids)
+}
+
+// TestFlushKeepsTag: a request answered while the Tflush naming it is in
+// flight keeps its tag reserved until the Rflush, so no new request (and
+// no Tflush, which the p9 server would make wait for itself) reuses the
+// tag the Tflush names.
+func TestFlushKeepsTag(t *testing.T) {
+	var mu sync.Mutex
+	var (
+		heldTag   uint16
+		held      bool
+		flushTag  uint16
+		flushSeen bool
+		answered  bool
+		reuse     []string
+	)
+	c, _ := fakeServer(t, func(typ uint8, tag uint16, body []byte) []byte {
+		mu.Lock()
+		defer mu.Unlock()
+		var e enc
+		e.u16(0)
+		switch typ {
+		case tTwalk:
+			if !held {
+				held, heldTag = true, tag
+				return nil
+			}
+			out := frame(typ+1, tag, e.b)
+			if flushSeen && !answered && tag == heldTag {
+				reuse = append(reuse, "a walk took the tag the pending Tflush names")
+			}
+			if flushSeen && !answered {
+				// Answer the flush after this walk.
+				answered = true
+				out = append(out, frame(tTflush+1, flushTag, nil)...)
+			}
+			return out
+		case tTflush:
+			old := binary.LittleEndian.Uint16(body)
+			if old == tag {
+				reuse = append(reuse, "a Tflush names its own tag")
+			}
+			// Answer the held walk now, the flush only later.
+			flushSeen, flushTag = true, tag
+			return frame(tTwalk+1, heldTag, e.b)
+		case tTclunk:
+			return frame(tTclunk+1, tag, nil)
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, _, err := c.Walk(ctx, 1, nil); !errors.Is(err, syscall.ETIMEDOUT) {
+		t.Fatalf("walk = %v, want ETIMEDOUT", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		seen := flushSeen
+		mu.Unlock()
+		if seen || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // the held walk's reply is processed
+	for i := 0; i < 3; i++ {
+		wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, _, err := c.Walk(wctx, 1, nil)
+		wcancel()
+		if err != nil {
+			t.Fatalf("walk %d after flush: %v", i, err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !flushSeen {
+		t.Fatal("no Tflush was sent")
+	}
+	if len(reuse) > 0 {
+		t.Errorf("tag reused: %q", reuse)
 	}
 }

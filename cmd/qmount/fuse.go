@@ -29,6 +29,9 @@ func mountFUSE(ctx context.Context, conn io.ReadWriteCloser, mountpoint string, 
 	if o.ReadOnly {
 		opts = append(opts, client.WithReadOnly())
 	}
+	if o.AllowOther {
+		opts = append(opts, client.WithAllowOther())
+	}
 	if m := o.Owner.Mapper(); m != nil {
 		opts = append(opts, client.WithIDMapper(m))
 	}

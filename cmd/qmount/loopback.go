@@ -22,6 +22,7 @@ func init() {
 the data path alone. Runs until Ctrl-C, SIGTERM or umount MOUNTPOINT.`,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "ro", Usage: "serve read-only"},
+			&cli.BoolFlag{Name: "allow-other", Usage: "let users other than the mounting one use the mount (FUSE allow_other; non-root needs user_allow_other in /etc/fuse.conf), e.g. for conformance suites that switch users"},
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log what happens to stderr"},
 		},
 		Action: loopbackAction,
@@ -69,7 +70,8 @@ func loopbackAction(c *cli.Context) error {
 
 	abs, _ := filepath.Abs(dir)
 	m, err := mountFUSE(c.Context, clientEnd, mp, supervisor.FUSEOptions{
-		ReadOnly: ro, FSName: abs, Owner: supervisor.Owner{Mode: supervisor.OwnerKeep}, Logger: log.With("from", "client"),
+		ReadOnly: ro, FSName: abs, Owner: supervisor.Owner{Mode: supervisor.OwnerKeep},
+		AllowOther: c.Bool("allow-other"), Logger: log.With("from", "client"),
 	})
 	if err != nil {
 		clientEnd.Close()
