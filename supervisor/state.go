@@ -48,8 +48,8 @@ type State struct {
 	// LockKeys name the locks of the other disks of a multi-disk mount.
 	LockKeys []string `json:"lock_keys,omitempty"`
 	Socket   string   `json:"socket"`
-	Log     string `json:"log"`
-	Console string `json:"console"`
+	Log      string   `json:"log"`
+	Console  string   `json:"console"`
 	// Dir is the mount's directory in the state directory.
 	Dir string `json:"dir"`
 }

@@ -144,8 +144,8 @@ func runSupervisor(ctx context.Context, plan *supervisor.Plan, verbose bool, ste
 		return err
 	}
 	cfg := supervisor.Config{
-		Driver:   drv,
-		Mount:    mountFUSE,
+		Driver:     drv,
+		Mount:      mountFUSE,
 		Progress:   step,
 		OnState:    onState,
 		Passphrase: ask,
@@ -385,12 +385,12 @@ func superviseAction(c *cli.Context) error {
 // progress shows the mount's progress on stderr: one updating line with a
 // spinner on a terminal, plain lines otherwise.
 type progress struct {
-	w      *os.File
-	tty    bool
-	disk   string
-	steps  chan string
-	notes  chan string
-	cur    string // the step shown, kept across restarts
+	w     *os.File
+	tty   bool
+	disk  string
+	steps chan string
+	notes chan string
+	cur   string // the step shown, kept across restarts
 }
 
 func newProgress(w *os.File, plan *supervisor.Plan) *progress {
