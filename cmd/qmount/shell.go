@@ -35,6 +35,7 @@ func init() {
 			&cli.BoolFlag{Name: "ro", Usage: "attach the disks read-only"},
 			&cli.StringFlag{Name: "command", Aliases: []string{"c"}, Usage: "run `CMD` with sh -c instead of an interactive shell"},
 			&cli.IntFlag{Name: "memory", Value: 512, Usage: "guest memory in `MiB`"},
+			&cli.StringFlag{Name: "arch", Usage: "guest architecture (default: the host's)", Hidden: true},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() == 0 {
@@ -42,7 +43,7 @@ func init() {
 			}
 			code, err := runShell(c.Context, shellOptions{
 				guest: c.String("guest"), readOnly: c.Bool("ro"), command: c.String("command"),
-				memory: c.Int("memory"), disks: c.Args().Slice(),
+				memory: c.Int("memory"), disks: c.Args().Slice(), arch: c.String("arch"),
 			})
 			if err != nil {
 				return err
@@ -56,14 +57,14 @@ func init() {
 }
 
 type shellOptions struct {
-	guest, command string
+	guest, command, arch string
 	readOnly       bool
 	memory         int
 	disks          []string
 }
 
 func runShell(ctx context.Context, o shellOptions) (int, error) {
-	g, err := guests.Find(o.guest, "")
+	g, err := guests.Find(o.guest, o.arch)
 	if err != nil {
 		return -1, err
 	}
