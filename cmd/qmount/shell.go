@@ -58,9 +58,9 @@ func init() {
 
 type shellOptions struct {
 	guest, command, arch string
-	readOnly       bool
-	memory         int
-	disks          []string
+	readOnly             bool
+	memory               int
+	disks                []string
 }
 
 func runShell(ctx context.Context, o shellOptions) (int, error) {
