@@ -22,7 +22,7 @@ import (
 // --tool-root). The packages providing the programs are found with dpkg
 // -S on this host (so the host must have them installed), resolved for
 // arch with apt-cache, fetched with apt-get download and unpacked with
-// dpkg-deb into cacheDir/sysroot/ARCH, with /bin, /sbin and /lib linked
+// dpkg-deb into cacheDir/sysroot/ARCH-HASH (HASH names the package set), with /bin, /sbin and /lib linked
 // into /usr as on a merged-/usr Debian. An unchanged package set is not
 // fetched or unpacked again.
 func Sysroot(ctx context.Context, arch string, programs []string, cacheDir string, opts ...Option) (string, error) {
@@ -61,7 +61,9 @@ func Sysroot(ctx context.Context, arch string, programs []string, cacheDir strin
 		fmt.Fprintf(h, "%s=%s:%s\n", r.Package, r.Version, r.Arch)
 	}
 	stamp := hex.EncodeToString(h.Sum(nil))
-	root := filepath.Join(cacheDir, "sysroot", arch)
+	// One directory per package set: guests with different tools share
+	// the downloads, not the directory, and a changed set is a new path.
+	root := filepath.Join(cacheDir, "sysroot", arch+"-"+stamp[:12])
 	stampFile := filepath.Join(root, ".qmount-sysroot")
 	if b, err := os.ReadFile(stampFile); err == nil && string(b) == stamp {
 		o.log.Debug("sysroot up to date", "dir", root, "packages", len(recs))

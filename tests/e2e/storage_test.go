@@ -29,12 +29,12 @@ import (
 
 const storageGuest = "linux-storage"
 
-func findStorageGuest(t *testing.T) *guests.Built {
+func findStorageGuest(t *testing.T, arch string) *guests.Built {
 	t.Helper()
 	t.Setenv(guests.EnvDirs, filepath.Join(repoRoot(t), "build", "guests"))
-	g, err := guests.Find(storageGuest, hostArch())
+	g, err := guests.Find(storageGuest, arch)
 	if err != nil {
-		t.Skipf("no built %s guest (make guest GUEST=%s): %v", storageGuest, storageGuest, err)
+		t.Skipf("no built %s guest for %s (make guests): %v", storageGuest, arch, err)
 	}
 	return g
 }
@@ -72,8 +72,10 @@ type stVM struct {
 	mem     int
 }
 
-func newVM(t *testing.T) *stVM {
-	g := findStorageGuest(t)
+func newVM(t *testing.T) *stVM { return newVMArch(t, hostArch()) }
+
+func newVMArch(t *testing.T, arch string) *stVM {
+	g := findStorageGuest(t, arch)
 	state := t.TempDir()
 	return &stVM{t: t, g: g, state: state, console: filepath.Join(state, "console.log"), logs: &syncBuffer{}, mem: 256}
 }
@@ -467,4 +469,26 @@ func TestQCOW2ReadWrite(t *testing.T) {
 	if out := run(t, "debugfs", "-R", "cat /hello.txt", raw); !strings.Contains(out, "qcow2 works") {
 		t.Errorf("debugfs cat: %q", out)
 	}
+}
+
+// TestARM64LVMOnLUKS: the arm64 storage guest (its tools from an arm64
+// sysroot) under qemu-system-aarch64 builds and mounts LVM on LUKS2.
+func TestARM64LVMOnLUKS(t *testing.T) {
+	requireTools(t, "qemu-system-aarch64")
+	v := newVMArch(t, "arm64")
+	const pass = "arm64 lvm on luks"
+	img := sparseFile(t, filepath.Join(t.TempDir(), "c.img"), 64)
+	luksFormat(t, img.path, pass, "--type", "luks2", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000")
+	out := v.sh([]stDisk{img}, "uname -m\n"+openLUKS(pass)+`lvm pvcreate -q /dev/mapper/c
+lvm vgcreate -q arm /dev/mapper/c
+lvm lvcreate -q -l 100%FREE -n data arm
+/usr/sbin/mke2fs -q -t ext4 /dev/mapper/arm-data
+lvm vgchange -q -an arm
+cryptsetup close c`)
+	if !strings.Contains(out, "aarch64") {
+		t.Fatalf("not an arm64 guest: %q", out)
+	}
+	v.logs = &syncBuffer{}
+	v.roundTrip([]stDisk{img}, wire.MountRequest{VG: "arm", LV: "data"}, fixedPass(pass))
+	v.noSecret(pass)
 }
