@@ -363,3 +363,68 @@ func TestMountMultiDiskAndFormats(t *testing.T) {
 	e.mustRun("unmount", mp)
 	e.assertNothingLeft()
 }
+
+// TestMountLUKS2Terminal: on a terminal the passphrase is asked without
+// echo; a wrong one says so and asks again, up to three tries.
+func TestMountLUKS2Terminal(t *testing.T) {
+	needStorageVM(t)
+	need(t, "script")
+	e := newEnv(t)
+	const pass = "typed at the prompt"
+	img := e.sparse("luks.img", 32)
+	fmtCmd := exec.Command("cryptsetup", "luksFormat", "--batch-mode", "--key-file=-", "--type", "luks1",
+		"--pbkdf-force-iterations", "1000", img)
+	fmtCmd.Stdin = strings.NewReader(pass)
+	if out, err := fmtCmd.CombinedOutput(); err != nil {
+		t.Fatalf("cryptsetup luksFormat: %v\n%s", err, out)
+	}
+	e.shell(pass, "cryptsetup open --key-file=- /dev/disk/qmount/qmount0 c && /usr/sbin/mke2fs -q -t ext4 /dev/mapper/c && cryptsetup close c", img)
+	mp := filepath.Join(e.work, "mp")
+
+	// script(1) gives qmount a terminal; each prompt is answered as it
+	// appears: two wrong passphrases, then the right one.
+	cmd := exec.Command("script", "-qec", qmountBin+" "+img+" "+mp, "/dev/null")
+	cmd.Env = e.environ()
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = outW, outW
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	outW.Close()
+	answers := []string{"wrong one\n", "wrong two\n", pass + "\n"}
+	var seen bytes.Buffer
+	buf := make([]byte, 4096)
+	prompts := 0
+	for {
+		n, err := outR.Read(buf)
+		seen.Write(buf[:n])
+		if c := strings.Count(seen.String(), "Passphrase for "+img); c > prompts && prompts < len(answers) {
+			in.Write([]byte(answers[prompts]))
+			prompts = c
+		}
+		if err != nil {
+			break
+		}
+	}
+	in.Close()
+	cmd.Wait()
+	out := seen.String()
+	if prompts != 3 || strings.Count(out, "Wrong passphrase.") != 2 || !strings.Contains(out, mp) {
+		t.Fatalf("%d prompts; output:\n%s%s", prompts, out, e.lastLog())
+	}
+	if strings.Contains(out, pass) || strings.Contains(out, "wrong one") {
+		t.Errorf("the passphrase was echoed:\n%s", out)
+	}
+	if st := e.statusOf(mp); st.State != "mounted" {
+		t.Errorf("status %+v", st)
+	}
+	e.mustRun("unmount", mp)
+	e.assertNothingLeft()
+}
