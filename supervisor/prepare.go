@@ -169,6 +169,7 @@ func Prepare(ctx context.Context, req Request) (*Plan, error) {
 		}
 		p.Disks = append(p.Disks, d.path)
 		p.Formats = append(p.Formats, d.format)
+		p.Disk = p.Disks[0]
 		if d.format != "raw" {
 			sel.Unprobed = true
 		}

@@ -390,7 +390,8 @@ type progress struct {
 	disk  string
 	steps chan string
 	notes chan string
-	cur   string // the step shown, kept across restarts
+	cur   string    // the step shown, kept across restarts
+	t0    time.Time // when the display first started
 }
 
 func newProgress(w *os.File, plan *supervisor.Plan) *progress {
@@ -443,6 +444,9 @@ func (p *progress) start() (done func()) {
 	if !p.tty {
 		return func() {}
 	}
+	if p.t0.IsZero() {
+		p.t0 = time.Now()
+	}
 	stop := make(chan struct{})
 	closed := make(chan struct{})
 	go func() {
@@ -450,7 +454,7 @@ func (p *progress) start() (done func()) {
 		frames := []string{"⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"}
 		cur := p.cur
 		defer func() { p.cur = cur }()
-		t0 := time.Now()
+		t0 := p.t0
 		tick := time.NewTicker(100 * time.Millisecond)
 		defer tick.Stop()
 		for i := 0; ; i++ {
