@@ -399,6 +399,9 @@ func newProgress(w *os.File, plan *supervisor.Plan) *progress {
 	if plan.Partition > 0 {
 		disk = fmt.Sprintf("%s@%d", plan.Disk, plan.Partition)
 	}
+	if len(plan.Disks) > 1 || plan.RAID || plan.VG != "" {
+		disk = plan.Source
+	}
 	return &progress{w: w, tty: isTerminal(w.Fd()), disk: disk,
 		steps: make(chan string, 16), notes: make(chan string, 16), cur: "starting"}
 }
