@@ -79,6 +79,50 @@ type SelectOptions struct {
 	Arch string
 	// ReadWrite prefers drivers that can write.
 	ReadWrite bool
+	// Containers are the storage containers probe found on the disks
+	// ("crypto_LUKS", "BitLocker", "LVM2_member", "linux_raid_member"):
+	// they need the Storage guest's tools.
+	Containers []string
+	// Disks is how many disks the mount uses; more than one needs the
+	// Storage guest (md, LVM or a multi-device btrfs).
+	Disks int
+	// Unprobed says the host could not look inside the disk (a qcow2,
+	// vmdk... image): the Storage guest, which can open anything, finds
+	// out.
+	Unprobed bool
+}
+
+// Storage is the guest with the storage-stack tools (cryptsetup, lvm2,
+// mdadm, btrfs-progs, ntfs-3g, busybox).
+const Storage = "linux-storage"
+
+// StorageReason says why opts and fstype need the Storage guest, or ""
+// when they do not. NTFS is not among them: it only prefers that guest
+// (see Select).
+func StorageReason(fstype string, opts SelectOptions) string {
+	switch {
+	case len(opts.Containers) > 0:
+		return containerName(opts.Containers[0])
+	case opts.Disks > 1:
+		return fmt.Sprintf("a filesystem over %d disks", opts.Disks)
+	case opts.Unprobed:
+		return "a disk image the host cannot look into"
+	}
+	return ""
+}
+
+func containerName(t string) string {
+	switch t {
+	case "crypto_LUKS":
+		return "a LUKS container"
+	case "BitLocker":
+		return "a BitLocker volume"
+	case "LVM2_member":
+		return "an LVM volume group"
+	case "linux_raid_member":
+		return "a Linux RAID array"
+	}
+	return t
 }
 
 // Choice is the guest to boot and how it mounts.
@@ -173,6 +217,16 @@ func Select(fstype string, opts SelectOptions, cat *Catalogue) (*Choice, error) 
 	}
 	if opts.Guest != "" {
 		return selectGuest(fstype, opts, arch, cat)
+	}
+	if why := StorageReason(fstype, opts); why != "" {
+		return selectStorage(fstype, opts, arch, cat, why)
+	}
+	if fstype == "ntfs" && opts.ExplicitType == "" {
+		// ntfs-3g in the Storage guest when it is built (the default
+		// guest may lack the tool); else the usual choice below.
+		if ch, err := selectStorage(fstype, opts, arch, cat, "ntfs"); err == nil && ch.Driver.Type != "" {
+			return ch, nil
+		}
 	}
 	what := fstype
 	var cands []candidate
@@ -328,6 +382,52 @@ func preferred(ds Drivers, rw bool) Driver {
 		}
 	}
 	return ds[0]
+}
+
+// selectStorage chooses the Storage guest, which must be built, for why.
+// The filesystem type is left to the guest when it sits inside a
+// container (only the guest sees it).
+func selectStorage(fstype string, opts SelectOptions, arch string, cat *Catalogue, why string) (*Choice, error) {
+	d := cat.Def(Storage)
+	b, bd := cat.built(Storage, arch)
+	if d == nil && bd == nil {
+		return nil, fmt.Errorf("%s needs the %s guest, and no definition of it was found", why, Storage)
+	}
+	if bd == nil {
+		bd = d
+	}
+	if !bd.Supports(arch) {
+		return nil, fmt.Errorf("%s needs the %s guest, which has no %s kernel", why, Storage, arch)
+	}
+	if b == nil {
+		return nil, &NotBuiltError{What: why, Arch: arch, Guests: []*Def{bd}}
+	}
+	ch := &Choice{Def: bd, Built: b, Reason: fmt.Sprintf("%s: the %s guest has the tools", why, Storage)}
+	switch {
+	case opts.ExplicitType != "":
+		dr, ok := bd.Driver(fstype, opts.ExplicitType)
+		if !ok {
+			dr, ok = bd.Driver("", opts.ExplicitType)
+		}
+		if !ok {
+			dr = Driver{Type: opts.ExplicitType}
+		}
+		ch.FSType, ch.Driver = dr.Type, dr
+	case len(opts.Containers) > 0 || opts.Unprobed || fstype == "":
+		// The guest detects what the container holds.
+	default:
+		ds := bd.Filesystems[fstype]
+		if len(ds) == 0 {
+			return nil, fmt.Errorf("%s: guest %s does not serve %s (it serves %s)", why, Storage, fstype, strings.Join(bd.FSTypes(), ", "))
+		}
+		dr := preferred(ds, opts.ReadWrite)
+		ch.FSType, ch.Driver = dr.Type, dr
+		ch.Reason = fmt.Sprintf("%s driver for %s in the %s guest", dr.Type, fstype, Storage)
+		if why != fstype {
+			ch.Reason = why + ": " + ch.Reason
+		}
+	}
+	return ch, nil
 }
 
 func selectGuest(fstype string, opts SelectOptions, arch string, cat *Catalogue) (*Choice, error) {

@@ -236,7 +236,7 @@ func (a apt) download(ctx context.Context, r pkgRecord, dir string) (string, err
 		path = filepath.Join(dir, fmt.Sprintf("%s_%s_%s.deb", r.Package, strings.ReplaceAll(r.Version, ":", "%3a"), r.Arch))
 	}
 	if ok, err := fileHasSHA256(path, r.SHA256); err == nil && ok {
-		a.log.Debug("kernel package cached", "path", path)
+		a.log.Debug("package cached", "path", path)
 		return path, nil
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -250,7 +250,7 @@ func (a apt) download(ctx context.Context, r pkgRecord, dir string) (string, err
 	// Let the tools run from a world-readable directory; apt drops to the
 	// _apt user when it can, and warns (harmlessly) when it cannot.
 	os.Chmod(tmp, 0o755)
-	a.log.Info("downloading kernel package (apt-get download)", "package", r.Package, "version", r.Version, "arch", r.Arch)
+	a.log.Info("downloading package (apt-get download)", "package", r.Package, "version", r.Version, "arch", r.Arch)
 	if _, err := a.run(ctx, tmp, "apt-get", "download", "-q", fmt.Sprintf("%s:%s=%s", r.Package, r.Arch, r.Version)); err != nil {
 		return "", err
 	}

@@ -276,7 +276,17 @@ var fsCases = []fsCase{
 				"--pbkdf-force-iterations", "1000", "--label", "secret-disk", "--key-file", keyFile(t), img)
 		},
 		check: func(t *testing.T, c *Content) {
-			if c.LUKS == nil || c.LUKS.Version != 2 || c.LUKS.KeySlots != 1 || c.LUKS.Cipher == "" || c.LUKS.PayloadOffset <= 0 {
+			if c.LUKS == nil || c.LUKS.Version != 2 || c.LUKS.KeySlots != 1 || c.LUKS.Cipher == "" || c.LUKS.PayloadOffset <= 0 || c.LUKS.PBKDF != "pbkdf2" {
+				t.Errorf("luks info = %+v", c.LUKS)
+			}
+		}},
+	{name: "luks2-argon2id", size: 32 * mib, tools: []string{"cryptsetup"}, typ: "crypto_LUKS",
+		make: func(t *testing.T, img string) {
+			run(t, "cryptsetup", "luksFormat", "-q", "--type", "luks2", "--pbkdf", "argon2id",
+				"--pbkdf-memory", "65536", "--pbkdf-force-iterations", "4", "--pbkdf-parallel", "1", "--key-file", keyFile(t), img)
+		},
+		check: func(t *testing.T, c *Content) {
+			if c.LUKS == nil || c.LUKS.PBKDF != "argon2id" || c.LUKS.PBKDFMemoryKiB != 65536 {
 				t.Errorf("luks info = %+v", c.LUKS)
 			}
 		}},

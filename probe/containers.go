@@ -25,6 +25,13 @@ type LUKSInfo struct {
 	// HeaderOffset is where the header used was found: 0 for the primary,
 	// else the offset of the LUKS2 secondary header.
 	HeaderOffset int64 `json:"header_offset,omitempty"`
+	// PBKDF is the LUKS2 key slots' key derivation ("pbkdf2", "argon2i",
+	// "argon2id"; the most memory-hungry one when they differ); LUKS1 is
+	// always pbkdf2.
+	PBKDF string `json:"pbkdf,omitempty"`
+	// PBKDFMemoryKiB is the largest argon2 memory cost of a key slot: what
+	// opening it needs in RAM.
+	PBKDFMemoryKiB int64 `json:"pbkdf_memory_kib,omitempty"`
 }
 
 // BitLockerInfo describes a BitLocker volume header.
@@ -84,6 +91,7 @@ func probeLUKS(g region) (*Content, error) {
 		}
 		info.Hash = string(cstr(h[72:104]))
 		info.PayloadOffset = int64(be32(h, 104)) * 512
+		info.PBKDF = "pbkdf2"
 		for i := 0; i < 8; i++ {
 			if be32(h, 208+i*48) == 0x00AC71F3 {
 				info.KeySlots++
@@ -122,6 +130,23 @@ func luks2JSON(g region, off int64, hdrSize uint64, info *LUKSInfo) {
 		return
 	}
 	info.KeySlots = len(meta.Keyslots)
+	for _, raw := range meta.Keyslots {
+		var ks struct {
+			KDF struct {
+				Type   string `json:"type"`
+				Memory int64  `json:"memory"`
+			} `json:"kdf"`
+		}
+		if json.Unmarshal(raw, &ks) != nil || ks.KDF.Type == "" {
+			continue
+		}
+		if info.PBKDF == "" || ks.KDF.Memory > info.PBKDFMemoryKiB {
+			info.PBKDF = ks.KDF.Type
+		}
+		if ks.KDF.Memory > info.PBKDFMemoryKiB {
+			info.PBKDFMemoryKiB = ks.KDF.Memory
+		}
+	}
 	keys := make([]string, 0, len(meta.Segments))
 	for k := range meta.Segments {
 		keys = append(keys, k)

@@ -5,11 +5,15 @@ set -euo pipefail
 
 set_name=${1:-test}
 
+# The guests take their tools (cryptsetup, lvm, mdadm, btrfs, ntfs-3g,
+# busybox, mke2fs, blkid) from this host for its own architecture; for the
+# other one qmount-build fetches the same packages with apt-get download.
 base=(
 	qemu-system-x86 qemu-system-arm qemu-utils fuse3 cpio xz-utils zstd
 	e2fsprogs btrfs-progs xfsprogs dosfstools exfatprogs f2fs-tools jfsutils
 	nilfs-tools genisoimage squashfs-tools udftools mtools attr util-linux
-	ntfs-3g hfsutils erofs-utils reiserfsprogs cryptsetup-bin lvm2 mdadm xorriso
+	ntfs-3g hfsutils erofs-utils reiserfsprogs cryptsetup-bin lvm2 dmsetup mdadm xorriso
+	busybox-static
 	fdisk dpkg-dev binutils bzip2 gzip
 	build-essential bc bison flex libelf-dev libssl-dev gcc-aarch64-linux-gnu
 )

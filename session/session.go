@@ -15,6 +15,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/qmount/qmount/internal/wire"
@@ -37,6 +38,13 @@ type Config struct {
 	// OnHello, if set, is called with the guest's hello, before the mount
 	// request is sent. It must not block.
 	OnHello func(*wire.Message)
+	// Passphrase, if set, is asked for the passphrase of an encrypted
+	// container the guest found on device (a disk serial, e.g. "qmount0";
+	// kind is "LUKS1", "LUKS2" or "BitLocker"), attempt counting from 1
+	// (more than 1 after a wrong one). An error declines: the mount then
+	// fails at step "unlock". Without it, encrypted disks fail to mount.
+	// The boot timeout does not run while it is called.
+	Passphrase func(ctx context.Context, device, kind string, attempt int) (string, error)
 }
 
 // GuestError is a failure the guest reported, with its own text (e.g. the
@@ -68,6 +76,7 @@ type Session struct {
 
 	bye      chan struct{}
 	ctlDone  chan struct{}
+	output   io.Writer // where output messages go (Exec)
 	shutOnce sync.Once
 	shutErr  error
 }
@@ -76,6 +85,134 @@ type Session struct {
 // mount is served or has failed. On failure nothing is left running and the
 // error is a *GuestError when the guest said why.
 func Start(ctx context.Context, cfg Config) (_ *Session, err error) {
+	b, err := boot(ctx, cfg, nil)
+	if err != nil {
+		return nil, err
+	}
+	s := b.s
+	defer func() {
+		if err != nil {
+			s.kill()
+		}
+	}()
+	defer b.stop()
+	mr := cfg.Mount
+	if err := s.send(&wire.Message{Type: wire.TypeMount, Mount: &mr}); err != nil {
+		return nil, err
+	}
+	for {
+		res, err := b.next("waiting for the guest to mount")
+		if err != nil {
+			return nil, err
+		}
+		switch res.Type {
+		case wire.TypeMounted:
+			s.Mounted = res
+			return s, nil
+		case wire.TypeError:
+			return nil, &GuestError{Step: res.Step, Text: res.Error}
+		case wire.TypeNeedPassphrase:
+			if err := b.unlock(ctx, cfg, res); err != nil {
+				return nil, err
+			}
+		default:
+			return nil, fmt.Errorf("unexpected guest message %q while mounting", res.Type)
+		}
+	}
+}
+
+// unlock answers a need_passphrase message, with the boot timeout paused.
+func (b *booting) unlock(ctx context.Context, cfg Config, req *wire.Message) error {
+	msg := &wire.Message{Type: wire.TypeUnlock, Abort: true}
+	if cfg.Passphrase != nil {
+		b.timer.Stop()
+		pass, err := cfg.Passphrase(ctx, req.Device, req.Kind, req.Attempt)
+		b.timer.Reset(b.timeout)
+		if err == nil && pass != "" {
+			msg = &wire.Message{Type: wire.TypeUnlock, Passphrase: pass}
+		} else if err != nil {
+			b.s.log.Info("no passphrase", "device", req.Device, "err", err)
+		}
+	}
+	if err := b.s.send(msg); err != nil {
+		return fmt.Errorf("sending the passphrase: %w", err)
+	}
+	return nil
+}
+
+// Exec boots a guest with cfg's disks (cfg.Mount is not used), runs
+// req in it with stdin and stdout connected, shuts the guest down and
+// returns the command's exit status. A nil stdin gives the command an
+// empty one. With req.TTY, stdin and stdout are a terminal's (in raw
+// mode); else stdout gets the command's stdout and stderr.
+func Exec(ctx context.Context, cfg Config, req wire.ExecRequest, stdin io.Reader, stdout io.Writer) (code int, err error) {
+	b, err := boot(ctx, cfg, stdout)
+	if err != nil {
+		return -1, err
+	}
+	s := b.s
+	defer func() {
+		if err != nil {
+			s.kill()
+		}
+	}()
+	b.timer.Stop() // a command may run as long as it likes
+	defer b.stop()
+	if err := s.send(&wire.Message{Type: wire.TypeExec, Exec: &req}); err != nil {
+		return -1, err
+	}
+	if stdin != nil {
+		go func() {
+			buf := make([]byte, 32<<10)
+			for {
+				n, rerr := stdin.Read(buf)
+				if n > 0 {
+					if s.send(&wire.Message{Type: wire.TypeInput, Data: append([]byte(nil), buf[:n]...)}) != nil {
+						return
+					}
+				}
+				if rerr != nil {
+					s.send(&wire.Message{Type: wire.TypeInput, EOF: true})
+					return
+				}
+			}
+		}()
+	} else {
+		s.send(&wire.Message{Type: wire.TypeInput, EOF: true})
+	}
+	for {
+		res, err := b.next("running the command")
+		if err != nil {
+			return -1, err
+		}
+		switch res.Type {
+		case wire.TypeExited:
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+			if err := s.Shutdown(sctx); err != nil {
+				s.log.Warn("shutting the guest down", "err", err)
+			}
+			return res.Code, nil
+		case wire.TypeError:
+			return -1, &GuestError{Step: res.Step, Text: res.Error}
+		default:
+			s.log.Warn("unexpected guest message while running a command", "type", res.Type)
+		}
+	}
+}
+
+// booting is a guest between boot and its answer to the first request.
+type booting struct {
+	s       *Session
+	next    func(step string) (*wire.Message, error)
+	timer   *time.Timer
+	timeout time.Duration
+	stop    func()
+}
+
+// boot starts the VM and waits for the guest's hello. Output messages
+// go to output.
+func boot(ctx context.Context, cfg Config, output io.Writer) (_ *booting, err error) {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -84,14 +221,21 @@ func Start(ctx context.Context, cfg Config) (_ *Session, err error) {
 	if timeout == 0 {
 		timeout = 2 * time.Minute
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
+	ctx, cancel := context.WithCancel(ctx)
+	var fired atomic.Bool
+	timer := time.AfterFunc(timeout, func() { fired.Store(true); cancel() })
+	defer func() {
+		if err != nil {
+			timer.Stop()
+			cancel()
+		}
+	}()
 
 	m, err := cfg.Driver.Start(ctx, cfg.Machine)
 	if err != nil {
 		return nil, fmt.Errorf("starting vm: %w", err)
 	}
-	s := &Session{log: log, machine: m, bye: make(chan struct{}), ctlDone: make(chan struct{})}
+	s := &Session{log: log, machine: m, bye: make(chan struct{}), ctlDone: make(chan struct{}), output: output}
 	defer func() {
 		if err != nil {
 			s.kill()
@@ -131,6 +275,12 @@ func Start(ctx context.Context, cfg Config) (_ *Session, err error) {
 				close(s.bye)
 				continue
 			}
+			if msg.Type == wire.TypeOutput {
+				if s.output != nil {
+					s.output.Write(msg.Data)
+				}
+				continue
+			}
 			select {
 			case msgs <- msg:
 			default:
@@ -154,7 +304,11 @@ func Start(ctx context.Context, cfg Config) (_ *Session, err error) {
 			}
 			return nil, fmt.Errorf("%s: the vm stopped: %w%s", step, err, s.consoleTail(cfg.Machine.ConsoleLog))
 		case <-ctx.Done():
-			return nil, fmt.Errorf("%s: %w%s", step, ctx.Err(), s.consoleTail(cfg.Machine.ConsoleLog))
+			err := ctx.Err()
+			if fired.Load() {
+				err = fmt.Errorf("timed out after %v", timeout)
+			}
+			return nil, fmt.Errorf("%s: %w%s", step, err, s.consoleTail(cfg.Machine.ConsoleLog))
 		}
 	}
 
@@ -171,23 +325,7 @@ func Start(ctx context.Context, cfg Config) (_ *Session, err error) {
 	}
 	log.Debug("guest hello", "kernel", hello.Kernel, "arch", hello.Arch)
 
-	mr := cfg.Mount
-	if err := s.send(&wire.Message{Type: wire.TypeMount, Mount: &mr}); err != nil {
-		return nil, err
-	}
-	res, err := next("waiting for the guest to mount")
-	if err != nil {
-		return nil, err
-	}
-	switch res.Type {
-	case wire.TypeMounted:
-		s.Mounted = res
-		return s, nil
-	case wire.TypeError:
-		return nil, &GuestError{Step: res.Step, Text: res.Error}
-	default:
-		return nil, fmt.Errorf("unexpected guest message %q while mounting", res.Type)
-	}
+	return &booting{s: s, next: next, timer: timer, timeout: timeout, stop: func() { timer.Stop(); cancel() }}, nil
 }
 
 // DialNineP opens the 9P stream to the guest's server.

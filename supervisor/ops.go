@@ -126,8 +126,11 @@ func (l Layout) clean(ctx context.Context, st *State, force bool) error {
 	if err := st.remove(); err != nil {
 		errs = append(errs, err)
 	}
-	if st.LockKey != "" && !strings.ContainsAny(st.LockKey, "/\\") {
-		path := filepath.Join(l.locksDir(), st.LockKey+".lock")
+	for _, key := range append([]string{st.LockKey}, st.LockKeys...) {
+		if key == "" || strings.ContainsAny(key, "/\\") {
+			continue
+		}
+		path := filepath.Join(l.locksDir(), key+".lock")
 		if f, err := os.OpenFile(path, os.O_RDWR, 0); err == nil {
 			if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
 				os.Remove(path)

@@ -9,18 +9,21 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 
 	"github.com/qmount/qmount/guests"
+	"github.com/qmount/qmount/internal/source"
 	"github.com/qmount/qmount/probe"
 )
 
 // Request is what the user asked for on the command line.
 type Request struct {
 	// Disk is a block device or image path, optionally with "@N" to pick
-	// partition N.
+	// partition N, or a storage identifier: lvm:VG:DISK[:DISK...]:LV,
+	// raid:DISK[:DISK...] or DISK:DISK[...] (a multi-device btrfs).
 	Disk string
 	// Mountpoint may be empty: a directory named after the filesystem's
 	// label is created under MountRoot.
@@ -71,6 +74,24 @@ type Plan struct {
 	AutoMountpoint   bool   `json:"auto_mountpoint,omitempty"`
 	Owner            Owner  `json:"owner"`
 	StateDir         string `json:"state_dir"`
+
+	partitionContent *probe.Content // what Partition holds, for Prepare
+
+	// Disks are all the disks of the mount, absolute, in order; Disk is
+	// Disks[0]. Formats are their image formats (probe.ImageFormat).
+	Disks   []string `json:"disks"`
+	Formats []string `json:"formats"`
+	// Source is the identifier as given, for messages.
+	Source string `json:"source"`
+	// RAID, VG and LV are the storage stack asked for (raid:, lvm:).
+	RAID bool   `json:"raid,omitempty"`
+	VG   string `json:"vg,omitempty"`
+	LV   string `json:"lv,omitempty"`
+	// Encrypted is set when a disk holds an encrypted container: the guest
+	// will ask for a passphrase.
+	Encrypted bool `json:"encrypted,omitempty"`
+	// Notes are lines to show the user (memory raised, read-only forced).
+	Notes []string `json:"notes,omitempty"`
 }
 
 // Defaults for the guest's size.
@@ -132,34 +153,44 @@ func Prepare(ctx context.Context, req Request) (*Plan, error) {
 	}
 	p.StateDir = sd
 
-	// The disk, with an optional @N.
-	disk, index, fi, err := resolveDisk(req.Disk)
+	// The disks.
+	src, err := source.Parse(req.Disk, func(p string) bool { _, err := os.Stat(p); return err == nil })
 	if err != nil {
 		return nil, err
 	}
-	p.Disk = disk
-	f, err := os.Open(disk)
-	if err != nil {
-		return nil, openError(disk, fi, err, false)
-	}
-	defer f.Close()
-	if !p.ReadOnly {
-		if err := syscall.Access(disk, 2 /* W_OK */); err != nil {
-			return nil, openError(disk, fi, err, true)
+	p.Source = req.Disk
+	sel := guests.SelectOptions{Disks: len(src.Disks)}
+	var contents []*probe.Content // whole-disk contents of raw disks (nil: unknown)
+	index := -1
+	for i, arg := range src.Disks {
+		d, err := p.openDisk(ctx, arg, src.Kind == source.Single)
+		if err != nil {
+			return nil, err
 		}
+		p.Disks = append(p.Disks, d.path)
+		p.Formats = append(p.Formats, d.format)
+		p.Disk = p.Disks[0]
+		if d.format != "raw" {
+			sel.Unprobed = true
+		}
+		if i == 0 {
+			index = d.index
+			if d.res != nil && src.Kind == source.Single {
+				if err := p.choose(d.res, index, req.FSType != ""); err != nil {
+					return nil, err
+				}
+			} else if d.res == nil {
+				p.Partition = max(index, 0)
+			}
+		}
+		var c *probe.Content
+		if d.res != nil {
+			c = d.res.Content
+		}
+		contents = append(contents, c)
 	}
-	size, err := f.Seek(0, io.SeekEnd)
-	if err != nil {
-		return nil, fmt.Errorf("finding the size of %s: %w", disk, err)
-	}
-	if size == 0 {
-		return nil, fmt.Errorf("%s is empty: no filesystem found", disk)
-	}
-	res, err := probe.Probe(ctx, f, size)
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", disk, err)
-	}
-	if err := p.choose(res, index, req.FSType != ""); err != nil {
+	p.Disk = p.Disks[0]
+	if err := p.stack(src, contents, &sel); err != nil {
 		return nil, err
 	}
 
@@ -185,9 +216,8 @@ func Prepare(ctx context.Context, req Request) (*Plan, error) {
 			return nil, err
 		}
 	}
-	ch, err := guests.Select(p.DetectedType, guests.SelectOptions{
-		ExplicitType: req.FSType, Guest: req.Guest, Arch: p.Arch, ReadWrite: !p.ReadOnly,
-	}, cat)
+	sel.ExplicitType, sel.Guest, sel.Arch, sel.ReadWrite = req.FSType, req.Guest, p.Arch, !p.ReadOnly
+	ch, err := guests.Select(p.DetectedType, sel, cat)
 	if err != nil {
 		return nil, err
 	}
@@ -205,14 +235,195 @@ func Prepare(ctx context.Context, req Request) (*Plan, error) {
 		return nil, err
 	}
 
-	// The disk must not be mounted in a conflicting way.
+	// The disks must not be mounted in a conflicting way.
 	l := Layout{Root: p.StateDir}
-	lk, err := l.lockDisk(p.Disk, p.Partition, p.ReadOnly)
+	locks, err := l.lockDisks(p)
 	if err != nil {
-		return nil, l.busyError(p, err)
+		return nil, err
 	}
-	lk.release() // the supervisor takes the lock for real
+	for _, lk := range locks {
+		lk.release() // the supervisor takes the locks for real
+	}
 	return p, nil
+}
+
+// lockDisks takes the locks of every disk of p (the first with its
+// partition), releasing them all on failure.
+func (l Layout) lockDisks(p *Plan) ([]*diskLock, error) {
+	var locks []*diskLock
+	for i, d := range p.Disks {
+		part := 0
+		if i == 0 {
+			part = p.Partition
+		}
+		lk, err := l.lockDisk(d, part, p.ReadOnly)
+		if err != nil {
+			for _, lk := range locks {
+				lk.release()
+			}
+			if i > 0 && errors.Is(err, ErrDiskBusy) {
+				return nil, fmt.Errorf("%s is busy: another qmount mount uses it (see qmount status)", d)
+			}
+			return nil, l.busyError(p, err)
+		}
+		locks = append(locks, lk)
+	}
+	return locks, nil
+}
+
+// openedDisk is one disk of a mount, checked and probed.
+type openedDisk struct {
+	path   string
+	index  int           // the @N partition asked for, or -1
+	format string        // probe.ImageFormat
+	res    *probe.Result // nil for an image format the host cannot read
+}
+
+// openDisk resolves and checks one disk of the mount: it exists, can be
+// read (and written, unless read-only: an image file without write
+// permission makes the mount read-only, saying so), and has an image
+// format QEMU reads; raw disks are probed. @N is only allowed when
+// partitions is set (a single-disk mount).
+func (p *Plan) openDisk(ctx context.Context, arg string, partitions bool) (*openedDisk, error) {
+	disk, index, fi, err := resolveDisk(arg)
+	if err != nil {
+		return nil, err
+	}
+	if index >= 0 && !partitions {
+		return nil, fmt.Errorf("%s: a partition of an image cannot be part of an lvm:, raid: or multi-disk identifier; give whole disks or partition devices", arg)
+	}
+	f, err := os.Open(disk)
+	if err != nil {
+		return nil, openError(disk, fi, err, false)
+	}
+	defer f.Close()
+	if !p.ReadOnly {
+		werr := syscall.Access(disk, 2 /* W_OK */)
+		if werr == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o222 == 0 {
+			werr = fs.ErrPermission // root may write anything: keep the file's own wish
+		}
+		if werr != nil {
+			if !fi.Mode().IsRegular() || !errors.Is(werr, fs.ErrPermission) {
+				return nil, openError(disk, fi, werr, true)
+			}
+			p.ReadOnly = true
+			p.Notes = append(p.Notes, disk+" is not writable: mounting read-only")
+		}
+	}
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return nil, fmt.Errorf("finding the size of %s: %w", disk, err)
+	}
+	if size == 0 {
+		return nil, fmt.Errorf("%s is empty: no filesystem found", disk)
+	}
+	d := &openedDisk{path: disk, index: index, format: probe.ImageFormat(f)}
+	switch d.format {
+	case "raw":
+	case "qcow":
+		return nil, fmt.Errorf("%s: qcow version 1 images are not supported; convert with qemu-img convert -O qcow2", disk)
+	default:
+		return d, nil // only the guest sees inside
+	}
+	if d.res, err = probe.Probe(ctx, f, size); err != nil {
+		return nil, fmt.Errorf("reading %s: %w", disk, err)
+	}
+	return d, nil
+}
+
+// containerTypes are what probe names the containers the storage guest
+// opens.
+var containerTypes = []string{"crypto_LUKS", "BitLocker", "LVM2_member", "linux_raid_member"}
+
+// stack checks the storage stack src asks for against what the disks
+// hold (contents: the whole-disk contents of raw disks) and fills in the
+// plan and the guest selection's containers.
+func (p *Plan) stack(src *source.Source, contents []*probe.Content, sel *guests.SelectOptions) error {
+	p.RAID, p.VG, p.LV = src.Kind == source.RAID, src.VG, src.LV
+	if src.Kind == source.Single && p.Partition > 0 {
+		contents = []*probe.Content{p.partitionContent}
+	}
+	for i, c := range contents {
+		if c == nil || !slices.Contains(containerTypes, c.Type) {
+			continue
+		}
+		if !slices.Contains(sel.Containers, c.Type) {
+			sel.Containers = append(sel.Containers, c.Type)
+		}
+		switch {
+		case c.Type == "crypto_LUKS" || c.Type == "BitLocker":
+			p.Encrypted = true
+			if c.LUKS != nil && strings.HasPrefix(c.LUKS.PBKDF, "argon2") && c.LUKS.PBKDFMemoryKiB > 0 {
+				need := int((c.LUKS.PBKDFMemoryKiB+1023)/1024) + DefaultMemoryMiB
+				if p.MemoryMiB < need {
+					p.Notes = append(p.Notes, fmt.Sprintf("%s: its LUKS2 key slot uses %s with %d MiB of memory: guest memory raised from %d to %d MiB",
+						p.Disks[i], c.LUKS.PBKDF, (c.LUKS.PBKDFMemoryKiB+1023)/1024, p.MemoryMiB, need))
+					p.MemoryMiB = need
+				}
+			}
+		case c.Type == "LVM2_member" && src.Kind == source.LVM && c.LVM != nil && c.LVM.VGName != "" && c.LVM.VGName != src.VG:
+			return fmt.Errorf("%s belongs to volume group %s, not %s", p.Disks[i], c.LVM.VGName, src.VG)
+		case c.Type == "LVM2_member" && src.Kind == source.LVM && c.LVM != nil && src.LV != "":
+			var names []string
+			for _, lv := range c.LVM.LVs {
+				if lv.Visible {
+					names = append(names, lv.Name)
+				}
+			}
+			if len(names) > 0 && !slices.Contains(names, src.LV) {
+				return fmt.Errorf("volume group %s has no logical volume %s (it has: %s)", src.VG, src.LV, strings.Join(names, ", "))
+			}
+		case c.Type == "linux_raid_member" && c.MD != nil:
+			if p.Label == "" {
+				p.Label = c.MD.Name
+				if _, n, ok := strings.Cut(p.Label, ":"); ok {
+					p.Label = n
+				}
+			}
+			if c.MD.RaidDisks > len(p.Disks) && !p.ReadOnly {
+				p.ReadOnly = true
+				p.Notes = append(p.Notes, fmt.Sprintf("the RAID array has %d of its %d disks: mounting it degraded, read-only", len(p.Disks), c.MD.RaidDisks))
+			}
+		}
+	}
+	if len(sel.Containers) > 0 {
+		p.DetectedType = "" // what is inside: only the guest sees it
+	}
+	switch src.Kind {
+	case source.LVM:
+		if p.Label == "" {
+			p.Label = src.LV
+		}
+		if p.Label == "" {
+			p.Label = src.VG
+		}
+		for i, c := range contents {
+			if c != nil && c.Type != "LVM2_member" && c.Type != "crypto_LUKS" && c.Type != "BitLocker" && c.Type != "linux_raid_member" {
+				return fmt.Errorf("%s holds %s, not an LVM physical volume", p.Disks[i], c.Type)
+			}
+		}
+	case source.RAID:
+		for i, c := range contents {
+			if c != nil && c.Type != "linux_raid_member" && c.Type != "crypto_LUKS" && c.Type != "BitLocker" {
+				return fmt.Errorf("%s holds %s, not a Linux RAID member", p.Disks[i], c.Type)
+			}
+		}
+	case source.Multi:
+		for i, c := range contents {
+			if c == nil {
+				continue
+			}
+			if c.Usage != "filesystem" {
+				return fmt.Errorf("%s holds %s, not a filesystem", p.Disks[i], c.Type)
+			}
+			if p.DetectedType == "" {
+				p.DetectedType, p.Label = c.Type, c.Label
+			} else if c.Type != p.DetectedType {
+				return fmt.Errorf("%s holds %s, %s holds %s: not one filesystem", p.Disks[0], p.DetectedType, p.Disks[i], c.Type)
+			}
+		}
+	}
+	return nil
 }
 
 // DefaultOwnerMode is the platform's default for --owner.
@@ -280,6 +491,13 @@ func openError(disk string, fi os.FileInfo, err error, write bool) error {
 
 // choose picks the partition (or whole disk) to mount.
 func (p *Plan) choose(res *probe.Result, index int, forcedType bool) error {
+	// An LVM physical volume or a RAID member (whole disk, or the
+	// partition asked for) is a container the storage guest opens.
+	if c := containerAt(res, index); c != nil {
+		p.Partition = max(index, 0)
+		p.partitionContent = c
+		return nil
+	}
 	ms := res.Mountables()
 	if len(ms) == 0 && forcedType {
 		// The user knows the type better than our probe.
@@ -299,12 +517,36 @@ func (p *Plan) choose(res *probe.Result, index int, forcedType bool) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", p.Disk, err)
 	}
-	if m.Encrypted {
-		return fmt.Errorf("%s@%d is encrypted (%s): unlocking is not supported yet", p.Disk, m.Index, m.Type)
-	}
 	p.Partition = m.Index
+	p.partitionContent = contentAt(res, m.Index)
 	p.DetectedType = m.Type
 	p.Label = m.Label
+	return nil
+}
+
+// contentAt is what partition index (0: the whole disk) holds.
+func contentAt(res *probe.Result, index int) *probe.Content {
+	if index <= 0 {
+		return res.Content
+	}
+	for i := range res.Partitions {
+		if res.Partitions[i].Index == index {
+			return res.Partitions[i].Content
+		}
+	}
+	return nil
+}
+
+// containerAt returns the LVM physical volume or RAID member at index
+// (-1: the whole disk, when it has no partition table), or nil.
+func containerAt(res *probe.Result, index int) *probe.Content {
+	if index < 0 && res.Table != nil {
+		return nil
+	}
+	c := contentAt(res, index)
+	if c != nil && (c.Type == "LVM2_member" || c.Type == "linux_raid_member") {
+		return c
+	}
 	return nil
 }
 

@@ -45,9 +45,11 @@ type State struct {
 	CreatedMountpoint bool `json:"created_mountpoint"`
 	// LockKey names the disk lock the mount holds.
 	LockKey string `json:"lock_key"`
-	Socket  string `json:"socket"`
-	Log     string `json:"log"`
-	Console string `json:"console"`
+	// LockKeys name the locks of the other disks of a multi-disk mount.
+	LockKeys []string `json:"lock_keys,omitempty"`
+	Socket   string   `json:"socket"`
+	Log      string   `json:"log"`
+	Console  string   `json:"console"`
 	// Dir is the mount's directory in the state directory.
 	Dir string `json:"dir"`
 }

@@ -61,6 +61,13 @@ type Config struct {
 	// ShutdownTimeout bounds the guest's sync+unmount+power-off (default
 	// 60 s); the VM is killed after it.
 	ShutdownTimeout time.Duration
+	// Passphrase is asked for the passphrase of an encrypted container on
+	// disk (a path of Plan.Disks; kind is "LUKS1", "LUKS2" or
+	// "BitLocker"), attempt counting from 1 (more after a wrong one). An
+	// error declines, and its text says why in the mount's error. The
+	// passphrase goes to the guest over the control channel only; it is
+	// never logged. Nil declines every request.
+	Passphrase func(ctx context.Context, disk, kind string, attempt int) (string, error)
 }
 
 // Run mounts plan and serves it until it is unmounted (FUSE unmount, an
@@ -110,7 +117,7 @@ type super struct {
 	mu sync.Mutex
 	st *State
 
-	lock      *diskLock
+	locks     []*diskLock
 	ln        net.Listener
 	sess      *session.Session
 	fuse      FUSE
@@ -143,7 +150,7 @@ func (s *super) state() *State {
 func (s *super) run(ctx context.Context, progress func(string)) (err error) {
 	p := s.plan
 	log := s.log
-	log.Info("mount requested", "disk", p.Disk, "partition", p.Partition, "fstype", p.FSType,
+	log.Info("mount requested", "disk", p.Disk, "disks", strings.Join(p.Disks, ","), "raid", p.RAID, "vg", p.VG, "lv", p.LV, "partition", p.Partition, "fstype", p.FSType,
 		"detected", p.DetectedType, "options", p.Options, "readonly", p.ReadOnly,
 		"mountpoint", p.Mountpoint, "guest", p.Guest, "arch", p.Arch, "pid", os.Getpid())
 
@@ -156,12 +163,20 @@ func (s *super) run(ctx context.Context, progress func(string)) (err error) {
 	}()
 
 	progress("locking")
-	lk, err := s.layout.lockDisk(p.Disk, p.Partition, p.ReadOnly)
-	if err != nil {
-		return s.layout.busyError(p, err)
+	if len(p.Disks) == 0 {
+		p.Disks, p.Formats = []string{p.Disk}, []string{"raw"}
 	}
-	s.lock = lk
+	locks, err := s.layout.lockDisks(p)
+	if err != nil {
+		return err
+	}
+	s.locks = locks
 	key, _ := lockKey(p.Disk, p.Partition)
+	var otherKeys []string
+	for _, d := range p.Disks[1:] {
+		k, _ := lockKey(d, 0)
+		otherKeys = append(otherKeys, k)
+	}
 
 	if p.CreateMountpoint {
 		if p.AutoMountpoint {
@@ -190,7 +205,7 @@ func (s *super) run(ctx context.Context, progress func(string)) (err error) {
 	}
 	s.setState(func(st *State) {
 		st.Mountpoint = p.Mountpoint
-		st.Disks = []string{p.Disk}
+		st.Disks = p.Disks
 		st.Partition = p.Partition
 		st.FSType = p.FSType
 		if st.FSType == "" {
@@ -203,6 +218,7 @@ func (s *super) run(ctx context.Context, progress func(string)) (err error) {
 		st.SupervisorPID = os.Getpid()
 		st.CreatedMountpoint = createdMP
 		st.LockKey = key
+		st.LockKeys = otherKeys
 	})
 	if s.cfg.OnState != nil {
 		s.cfg.OnState(s.state())
@@ -294,29 +310,76 @@ func (s *super) start(ctx context.Context, progress func(string)) (err error) {
 		Arch:       p.Arch,
 		MemoryMiB:  p.MemoryMiB,
 		CPUs:       p.CPUs,
-		Disks:      []vmm.Disk{{Path: p.Disk, ReadOnly: p.ReadOnly, Serial: wire.DiskSerial(0)}},
 		ConsoleLog: s.st.Console,
 		StateDir:   vmDir,
 	}
+	var serials []string
+	for i, d := range p.Disks {
+		format := ""
+		if i < len(p.Formats) {
+			format = p.Formats[i]
+		}
+		serial := wire.DiskSerial(i)
+		serials = append(serials, serial)
+		mc.Disks = append(mc.Disks, vmm.Disk{Path: d, Format: format, ReadOnly: p.ReadOnly, Serial: serial})
+	}
+	// The passphrase requests, by disk; the last one declined says why
+	// an unlock failed.
+	var declined struct {
+		disk, kind string
+		attempt    int
+		err        error
+	}
+	ask := func(ctx context.Context, device, kind string, attempt int) (string, error) {
+		disk := device
+		if i, ok := wire.ParseDiskSerial(device); ok && i < len(p.Disks) {
+			disk = p.Disks[i]
+		}
+		declined.disk, declined.kind, declined.attempt, declined.err = disk, kind, attempt, nil
+		if s.cfg.Passphrase == nil {
+			declined.err = errors.New("no passphrase can be asked for")
+			return "", declined.err
+		}
+		s.log.Info("passphrase needed", "disk", disk, "kind", kind, "attempt", attempt)
+		pass, err := s.cfg.Passphrase(ctx, disk, kind, attempt)
+		if err != nil {
+			declined.err = err
+			return "", err
+		}
+		return pass, nil
+	}
 	progress("booting")
-	s.log.Info("booting", "driver", s.cfg.Driver.Name(), "kernel", g.Kernel, "initrd", g.Initrd)
+	s.log.Info("booting", "driver", s.cfg.Driver.Name(), "kernel", g.Kernel, "initrd", g.Initrd, "disks", len(mc.Disks), "memory_mib", mc.MemoryMiB)
 	sess, err := session.Start(ctx, session.Config{
 		Driver:  s.cfg.Driver,
 		Machine: mc,
 		Mount: wire.MountRequest{
-			Disks:     []string{wire.DiskSerial(0)},
+			Disks:     serials,
 			Partition: p.Partition,
 			FSType:    p.FSType,
 			Options:   p.Options,
 			ReadOnly:  p.ReadOnly,
+			RAID:      p.RAID,
+			VG:        p.VG,
+			LV:        p.LV,
 		},
 		Logger: s.log,
 		OnBooted: func(m vmm.Machine) {
 			s.setState(func(st *State) { st.VMPID = m.PID() })
 		},
-		OnHello: func(*wire.Message) { progress("mounting") },
+		OnHello:    func(*wire.Message) { progress("mounting") },
+		Passphrase: ask,
 	})
 	if err != nil {
+		var ge *session.GuestError
+		if errors.As(err, &ge) && ge.Step == wire.StepUnlock && declined.disk != "" {
+			switch {
+			case ge.Text == wire.ErrWrongPassphrase || (declined.err != nil && declined.attempt > 1):
+				return fmt.Errorf("wrong passphrase for %s", declined.disk)
+			case declined.err != nil:
+				return fmt.Errorf("%s is encrypted (%s): %w", declined.disk, declined.kind, declined.err)
+			}
+		}
 		return err
 	}
 	s.sess = sess
@@ -330,6 +393,9 @@ func (s *super) start(ctx context.Context, progress func(string)) (err error) {
 	fsname := p.Disk
 	if p.Partition > 0 {
 		fsname = fmt.Sprintf("%s@%d", p.Disk, p.Partition)
+	}
+	if (len(p.Disks) > 1 || p.RAID || p.VG != "") && p.Source != "" {
+		fsname = p.Source
 	}
 	f, err := s.cfg.Mount(ctx, conn, p.Mountpoint, FUSEOptions{
 		ReadOnly: p.ReadOnly,
@@ -441,8 +507,8 @@ func (s *super) doFinish(err error, createdMP bool) {
 	if rerr := s.st.remove(); rerr != nil {
 		s.log.Warn("removing state", "err", rerr)
 	}
-	if s.lock != nil {
-		s.lock.release()
+	for _, lk := range s.locks {
+		lk.release()
 	}
 	if s.ln != nil {
 		s.ln.Close()

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -133,6 +134,17 @@ func build(ctx context.Context, cfg buildConfig, log *slog.Logger) (*initramfs.M
 		modulesDir = k.ModulesDir
 		if ix, err = initramfs.LoadModuleIndex(k.ModulesDir); err != nil {
 			return nil, fmt.Errorf("indexing modules: %w", err)
+		}
+	}
+	if cfg.ToolRoot == "" && cfg.Arch != runtime.GOARCH {
+		// Another architecture's tools: its Debian packages, unpacked.
+		tools := append(cfg.Def.AllTools(), cfg.ExtraTools...)
+		if len(tools) > 0 {
+			root, err := kernels.Sysroot(ctx, cfg.Arch, tools, cfg.Cache, kernels.WithLogger(log))
+			if err != nil {
+				return nil, fmt.Errorf("the guest's tools for %s: %w", cfg.Arch, err)
+			}
+			cfg.ToolRoot = root
 		}
 	}
 	p, err := planBuild(cfg.Def, ix, cfg.Arch, cfg.ToolRoot, cfg.ExtraModules, cfg.ExtraTools, cfg.KernelPackage != "", log)

@@ -1,8 +1,13 @@
 package main
 
 import (
+	"errors"
+	"fmt"
 	"slices"
+	"strings"
 	"testing"
+
+	"github.com/urfave/cli/v2"
 )
 
 func TestWithDefaultCommand(t *testing.T) {
@@ -23,6 +28,25 @@ func TestWithDefaultCommand(t *testing.T) {
 	} {
 		if got := withDefaultCommand(app, tc.in); !slices.Equal(got, tc.want) {
 			t.Errorf("withDefaultCommand(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestExitCode(t *testing.T) {
+	for _, tc := range []struct {
+		err     error
+		code    int
+		printed string
+	}{
+		{nil, 0, ""},
+		{errors.New("boom"), 1, "qmount: boom\n"},
+		{cli.Exit("", 3), 3, ""},
+		{cli.Exit("bad thing", 4), 4, "qmount: bad thing\n"},
+		{fmt.Errorf("wrapped: %w", cli.Exit("", 5)), 5, ""},
+	} {
+		var b strings.Builder
+		if got := exitCode(tc.err, &b); got != tc.code || b.String() != tc.printed {
+			t.Errorf("exitCode(%v) = %d, printed %q; want %d, %q", tc.err, got, b.String(), tc.code, tc.printed)
 		}
 	}
 }

@@ -24,10 +24,14 @@ is what "qmount mount" accepts: a device, IMAGE@N for a partition inside an
 image, lvm:VG:DISK[:DISK...]:LV for a logical volume and raid:DISK:DISK[...]
 for a Linux RAID array (volume groups and arrays are shown as synthesized
 disks). Linux filesystems are listed by default; -m adds Microsoft ones
-(NTFS, exFAT, FAT) and BitLocker.`,
+(NTFS, exFAT, FAT) and BitLocker. -d looks inside encrypted containers:
+it asks for their passphrase and lists the filesystem (or the LVM volumes)
+inside, indented below the container.`,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "microsoft", Aliases: []string{"m"}, Usage: "also list Microsoft filesystems (NTFS, exFAT, FAT, BitLocker)"},
 			&cli.BoolFlag{Name: "json", Usage: "print JSON (field names are stable; see README)"},
+			&cli.BoolFlag{Name: "deep", Aliases: []string{"d"}, Usage: "also show what encrypted containers hold, unlocking them read-only in a guest (passphrase from --key-file, $QMOUNT_PASSPHRASE or the terminal)"},
+			&cli.StringFlag{Name: "key-file", Usage: "with -d: read the passphrase from `FILE`"},
 		},
 		Action: listAction,
 	})
@@ -44,6 +48,8 @@ type listedDisk struct {
 	Probe *probe.Result `json:"probe,omitempty"`
 	// Error says why the disk could not be read (permission...).
 	Error string `json:"error,omitempty"`
+	// Notes say what -d could not look into, and why.
+	Notes []string `json:"notes,omitempty"`
 }
 
 // listEntry is one line of a disk's table.
@@ -80,6 +86,9 @@ func listAction(c *cli.Context) error {
 	}
 	out = append(out, synthesize(out)...)
 	filterEntries(out, c.Bool("microsoft"))
+	if c.Bool("deep") {
+		listInside(c.Context, out, passphraseSource(c.String("key-file")))
+	}
 	if c.Bool("json") {
 		enc := json.NewEncoder(c.App.Writer)
 		enc.SetIndent("", "  ")
@@ -291,6 +300,9 @@ func printDisks(w io.Writer, disks []listedDisk) {
 			fmt.Fprintf(tw, "%4d:\t%s\t%s\t%s\t%s\n", e.Index, e.Type, e.Name, humanSize(e.Size), e.Identifier)
 		}
 		tw.Flush()
+		for _, n := range d.Notes {
+			fmt.Fprintf(w, "   %s\n", n)
+		}
 	}
 }
 

@@ -2,11 +2,15 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
+
+	"github.com/urfave/cli/v2"
 )
 
 func main() {
@@ -14,10 +18,24 @@ func main() {
 	app := newApp()
 	err := app.RunContext(ctx, withDefaultCommand(app, os.Args))
 	stop()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "qmount: %s\n", oneLine(err))
-		os.Exit(1)
+	os.Exit(exitCode(err, os.Stderr))
+}
+
+// exitCode prints err (if it says anything) and returns the exit status:
+// a cli.ExitCoder's own (qmount shell -c passes the command's), else 1.
+func exitCode(err error, stderr io.Writer) int {
+	if err == nil {
+		return 0
 	}
+	var ec cli.ExitCoder
+	if errors.As(err, &ec) {
+		if msg := strings.TrimSpace(ec.Error()); msg != "" {
+			fmt.Fprintf(stderr, "qmount: %s\n", oneLine(ec))
+		}
+		return ec.ExitCode()
+	}
+	fmt.Fprintf(stderr, "qmount: %s\n", oneLine(err))
+	return 1
 }
 
 // oneLine keeps an error message to what a person reads on one line,

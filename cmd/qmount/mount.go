@@ -10,9 +10,12 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
 
+	"github.com/qmount/qmount/internal/secret"
 	"github.com/qmount/qmount/supervisor"
 	"github.com/urfave/cli/v2"
 )
@@ -21,13 +24,19 @@ func init() {
 	commands = append(commands, &cli.Command{
 		Name:      "mount",
 		Usage:     "mount a disk or disk image (the default command)",
-		ArgsUsage: "DISK[@PARTITION] [MOUNTPOINT]",
+		ArgsUsage: "DISK[@PARTITION]|lvm:VG:DISK[:DISK...]:LV|raid:DISK:DISK[...]|DISK:DISK[...] [MOUNTPOINT]",
 		Description: `Boots a small VM that mounts DISK with Linux's own driver and serves it at
 MOUNTPOINT; returns once the mount is live (printing the mount point) or has
 failed. Without MOUNTPOINT a directory named after the filesystem's label is
 created (Linux: $XDG_RUNTIME_DIR/qmount/LABEL; macOS: /Volumes/LABEL).
-DISK@N mounts partition N. The mount runs until "qmount unmount MOUNTPOINT"
-or "umount MOUNTPOINT".`,
+DISK@N mounts partition N. lvm:VG:DISK[:DISK...]:LV mounts logical volume LV
+of volume group VG over the disks; raid:DISK:DISK[...] a Linux RAID array
+(degraded, read-only, when disks are missing); DISK:DISK[...] a filesystem
+over several disks (btrfs). Encrypted disks (LUKS, BitLocker) are unlocked in
+the guest: the passphrase comes from --key-file, $QMOUNT_PASSPHRASE (or
+$QMOUNT_PASSPHRASE1, 2... per encrypted disk) or the terminal, and travels
+only over the guest's control channel. The mount runs until "qmount unmount
+MOUNTPOINT" or "umount MOUNTPOINT".`,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "ro", Aliases: []string{"r", "read-only"}, Usage: "mount read-only (disk, guest and FUSE)"},
 			&cli.StringFlag{Name: "options", Aliases: []string{"o"}, Usage: "mount options for the guest's mount, comma separated (e.g. subvol=@home,compress=zstd)"},
@@ -39,6 +48,7 @@ or "umount MOUNTPOINT".`,
 			&cli.StringFlag{Name: "owner", Usage: "file owners on the host: keep (the disk's uids) or me (yours)", Value: supervisor.DefaultOwnerMode},
 			&cli.IntFlag{Name: "uid", Usage: "the uid files appear owned by (implies --owner=me)", Value: -1, DefaultText: "yours"},
 			&cli.IntFlag{Name: "gid", Usage: "the gid files appear owned by (implies --owner=me)", Value: -1, DefaultText: "yours"},
+			&cli.StringFlag{Name: "key-file", Usage: "read the passphrase of encrypted disks from `FILE` (else $QMOUNT_PASSPHRASE, $QMOUNT_PASSPHRASE1..N, or the terminal)"},
 			&cli.BoolFlag{Name: "foreground", Aliases: []string{"f"}, Usage: "stay in the foreground until unmounted"},
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log what happens to stderr"},
 		},
@@ -71,9 +81,18 @@ func mountAction(c *cli.Context) error {
 	if (c.IsSet("uid") || c.IsSet("gid")) && !c.IsSet("owner") {
 		req.Owner.Mode = supervisor.OwnerMe
 	}
+	src := passphraseSource(c.String("key-file"))
+	if kf := c.String("key-file"); kf != "" {
+		if _, err := os.Stat(kf); err != nil {
+			return fmt.Errorf("--key-file: %w", unwrapPath(err))
+		}
+	}
 	plan, err := supervisor.Prepare(c.Context, req)
 	if err != nil {
 		return err
+	}
+	for _, n := range plan.Notes {
+		fmt.Fprintln(os.Stderr, n)
 	}
 	prog := newProgress(os.Stderr, plan)
 	if verbose(c) {
@@ -81,7 +100,7 @@ func mountAction(c *cli.Context) error {
 	}
 	if c.Bool("foreground") {
 		done := prog.start()
-		defer done()
+		defer func() { done() }()
 		step := func(s string) {
 			prog.step(s)
 			if s == "ready" {
@@ -89,22 +108,47 @@ func mountAction(c *cli.Context) error {
 				fmt.Println(plan.Mountpoint)
 			}
 		}
-		return runSupervisor(c.Context, plan, verbose(c), step, nil)
+		ask := func(ctx context.Context, disk, kind string, attempt int) (string, error) {
+			done()
+			defer func() { done = prog.start() }()
+			return src.Passphrase(ctx, disk, kind, attempt)
+		}
+		return runSupervisor(c.Context, plan, verbose(c), step, nil, ask)
 	}
-	return startSupervisor(c.Context, plan, verbose(c), prog)
+	return startSupervisor(c.Context, plan, verbose(c), prog, src)
+}
+
+// passphraseSource returns the source of passphrases for encrypted
+// disks. It takes $QMOUNT_PASSPHRASE* out of this process' environment,
+// so that no process qmount starts (the supervisor, the hypervisor)
+// inherits them.
+func passphraseSource(keyFile string) *secret.Source {
+	src := secret.New(keyFile)
+	env := map[string]string{}
+	for _, kv := range os.Environ() {
+		k, v, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, secret.EnvPassphrase) {
+			env[k] = v
+			os.Unsetenv(k)
+		}
+	}
+	src.Getenv = func(k string) string { return env[k] }
+	return src
 }
 
 // runSupervisor runs the mount in this process until it ends.
-func runSupervisor(ctx context.Context, plan *supervisor.Plan, verbose bool, step func(string), onState func(*supervisor.State)) error {
+func runSupervisor(ctx context.Context, plan *supervisor.Plan, verbose bool, step func(string), onState func(*supervisor.State),
+	ask func(ctx context.Context, disk, kind string, attempt int) (string, error)) error {
 	drv, err := newDriver(slog.New(slog.DiscardHandler))
 	if err != nil {
 		return err
 	}
 	cfg := supervisor.Config{
-		Driver:   drv,
-		Mount:    mountFUSE,
-		Progress: step,
-		OnState:  onState,
+		Driver:     drv,
+		Mount:      mountFUSE,
+		Progress:   step,
+		OnState:    onState,
+		Passphrase: ask,
 	}
 	if verbose {
 		cfg.Logger = loggerTo(os.Stderr)
@@ -115,21 +159,39 @@ func runSupervisor(ctx context.Context, plan *supervisor.Plan, verbose bool, ste
 // event is one line from the supervisor to the mount command that
 // started it.
 type event struct {
-	Step  string `json:"step,omitempty"`
-	Log   string `json:"log,omitempty"`
-	Ready string `json:"ready,omitempty"` // the mount point
-	Error string `json:"error,omitempty"`
+	Step  string    `json:"step,omitempty"`
+	Log   string    `json:"log,omitempty"`
+	Ready string    `json:"ready,omitempty"` // the mount point
+	Error string    `json:"error,omitempty"`
+	Ask   *askEvent `json:"ask,omitempty"` // a passphrase is needed: answer on fdPlan
+}
+
+// askEvent asks the mount command for a passphrase.
+type askEvent struct {
+	Disk    string `json:"disk"`
+	Kind    string `json:"kind"`
+	Attempt int    `json:"attempt"`
+}
+
+// answer is the mount command's reply to an askEvent: a passphrase, or
+// why there is none. It travels only on the inherited pipe.
+type answer struct {
+	Passphrase string `json:"passphrase,omitempty"`
+	Error      string `json:"error,omitempty"`
 }
 
 // The supervisor's inherited descriptors.
 const (
 	fdEvents = 3 // supervisor -> mount command: events
-	fdPlan   = 4 // mount command -> supervisor: the plan (JSON)
+	// fdPlan carries the plan (one JSON value), then the answers to
+	// passphrase requests (JSON lines), from the mount command to the
+	// supervisor.
+	fdPlan = 4
 )
 
 // startSupervisor re-executes qmount as the mount's supervisor in its own
 // session and reports its progress until the mount is live or has failed.
-func startSupervisor(ctx context.Context, plan *supervisor.Plan, verbose bool, prog *progress) error {
+func startSupervisor(ctx context.Context, plan *supervisor.Plan, verbose bool, prog *progress, src *secret.Source) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("finding the qmount binary: %w", err)
@@ -163,9 +225,9 @@ func startSupervisor(ctx context.Context, plan *supervisor.Plan, verbose bool, p
 		planW.Close()
 		return fmt.Errorf("starting the supervisor: %w", err)
 	}
+	defer planW.Close()
 	b, _ := json.Marshal(plan)
-	_, werr := planW.Write(b)
-	planW.Close()
+	_, werr := planW.Write(append(b, '\n'))
 	if werr != nil {
 		cmd.Process.Kill()
 		cmd.Wait()
@@ -193,6 +255,18 @@ func startSupervisor(ctx context.Context, plan *supervisor.Plan, verbose bool, p
 			}
 		case ev.Step != "":
 			prog.step(ev.Step)
+		case ev.Ask != nil:
+			done()
+			var a answer
+			pass, err := src.Passphrase(ctx, ev.Ask.Disk, ev.Ask.Kind, ev.Ask.Attempt)
+			if err != nil {
+				a.Error = err.Error()
+			} else {
+				a.Passphrase = pass
+			}
+			b, _ := json.Marshal(&a)
+			planW.Write(append(b, '\n'))
+			done = prog.start()
 		case ev.Ready != "":
 			done()
 			fmt.Println(ev.Ready)
@@ -240,17 +314,17 @@ func superviseAction(c *cli.Context) error {
 	if evW == nil || planR == nil {
 		return errors.New("the supervisor is started by qmount mount")
 	}
-	b, err := io.ReadAll(io.LimitReader(planR, 1<<20))
-	planR.Close()
-	if err != nil {
-		return fmt.Errorf("reading the mount plan: %w", err)
-	}
+	defer planR.Close()
+	dec := json.NewDecoder(io.LimitReader(planR, 4<<20))
 	var plan supervisor.Plan
-	if err := json.Unmarshal(b, &plan); err != nil {
+	if err := dec.Decode(&plan); err != nil {
 		return fmt.Errorf("reading the mount plan: %w", err)
 	}
 	enc := json.NewEncoder(evW)
+	var mu sync.Mutex
 	send := func(ev event) {
+		mu.Lock()
+		defer mu.Unlock()
 		if evW != nil {
 			enc.Encode(ev)
 		}
@@ -260,11 +334,29 @@ func superviseAction(c *cli.Context) error {
 		if s == "ready" {
 			ready = true
 			send(event{Ready: plan.Mountpoint}) // Run may have changed it
+			mu.Lock()
 			evW.Close()
 			evW = nil
+			mu.Unlock()
+			planR.Close()
 			return
 		}
 		send(event{Step: s})
+	}
+	// Passphrases come from the mount command, which asks the terminal or
+	// takes them from its environment or key file.
+	ask := func(ctx context.Context, disk, kind string, attempt int) (string, error) {
+		send(event{Ask: &askEvent{Disk: disk, Kind: kind, Attempt: attempt}})
+		stop := context.AfterFunc(ctx, func() { planR.SetReadDeadline(time.Now()) })
+		defer stop()
+		var a answer
+		if err := dec.Decode(&a); err != nil {
+			return "", fmt.Errorf("asking qmount mount for the passphrase: %w", err)
+		}
+		if a.Error != "" {
+			return "", errors.New(a.Error)
+		}
+		return a.Passphrase, nil
 	}
 	onState := func(st *supervisor.State) {
 		// From now on the supervisor's stderr (panics, runtime errors)
@@ -276,7 +368,7 @@ func superviseAction(c *cli.Context) error {
 		send(event{Log: st.Log})
 	}
 	// SIGTERM and SIGINT cancel c.Context: the clean shutdown.
-	err = runSupervisor(c.Context, &plan, false, step, onState)
+	err := runSupervisor(c.Context, &plan, false, step, onState, ask)
 	if err != nil && !ready {
 		send(event{Error: oneLine(err)})
 		if evW != nil {
@@ -293,12 +385,13 @@ func superviseAction(c *cli.Context) error {
 // progress shows the mount's progress on stderr: one updating line with a
 // spinner on a terminal, plain lines otherwise.
 type progress struct {
-	w      *os.File
-	tty    bool
-	disk   string
-	steps  chan string
-	notes  chan string
-	closed chan struct{}
+	w     *os.File
+	tty   bool
+	disk  string
+	steps chan string
+	notes chan string
+	cur   string    // the step shown, kept across restarts
+	t0    time.Time // when the display first started
 }
 
 func newProgress(w *os.File, plan *supervisor.Plan) *progress {
@@ -306,8 +399,11 @@ func newProgress(w *os.File, plan *supervisor.Plan) *progress {
 	if plan.Partition > 0 {
 		disk = fmt.Sprintf("%s@%d", plan.Disk, plan.Partition)
 	}
+	if len(plan.Disks) > 1 || plan.RAID || plan.VG != "" {
+		disk = plan.Source
+	}
 	return &progress{w: w, tty: isTerminal(w.Fd()), disk: disk,
-		steps: make(chan string, 16), notes: make(chan string, 16), closed: make(chan struct{})}
+		steps: make(chan string, 16), notes: make(chan string, 16), cur: "starting"}
 }
 
 func (p *progress) text(step string) string {
@@ -351,12 +447,17 @@ func (p *progress) start() (done func()) {
 	if !p.tty {
 		return func() {}
 	}
+	if p.t0.IsZero() {
+		p.t0 = time.Now()
+	}
 	stop := make(chan struct{})
+	closed := make(chan struct{})
 	go func() {
-		defer close(p.closed)
+		defer close(closed)
 		frames := []string{"⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"}
-		cur := "starting"
-		t0 := time.Now()
+		cur := p.cur
+		defer func() { p.cur = cur }()
+		t0 := p.t0
 		tick := time.NewTicker(100 * time.Millisecond)
 		defer tick.Stop()
 		for i := 0; ; i++ {
@@ -378,7 +479,7 @@ func (p *progress) start() (done func()) {
 		if !once {
 			once = true
 			close(stop)
-			<-p.closed
+			<-closed
 		}
 	}
 }

@@ -195,6 +195,14 @@ type session struct {
 	outClosed   bool
 
 	m *mounted // nil until mounted
+
+	msgs chan *wire.Message // from the reader
+	gone chan struct{}      // closed when the reader stops (connection lost)
+	// shutdownAsked is set when shutdown arrived while a step waited for
+	// another message (a passphrase).
+	shutdownAsked bool
+
+	ex *execution // the running command, if any
 }
 
 // mounted is a served mount.
@@ -207,6 +215,9 @@ type mounted struct {
 	served sync.WaitGroup
 	mu     sync.Mutex
 	conns  map[io.Closer]bool
+
+	st   *stack     // the storage stack under the mount; nil if none
+	fuse *fuseMount // the FUSE daemon serving dir (ntfs-3g); nil for a kernel mount
 }
 
 func (a *Agent) serve(ctx context.Context, ctl io.ReadWriteCloser, helloSent bool) (Ending, error) {
@@ -216,7 +227,8 @@ func (a *Agent) serve(ctx context.Context, ctl io.ReadWriteCloser, helloSent boo
 	}
 	a.tlMu.Unlock()
 
-	s := &session{a: a, ctl: ctl, out: make(chan *wire.Message, 256)}
+	s := &session{a: a, ctl: ctl, out: make(chan *wire.Message, 256),
+		msgs: make(chan *wire.Message), gone: make(chan struct{})}
 	enc := wire.NewEncoder(ctl)
 	s.wg.Go(func() {
 		for m := range s.out {
@@ -236,7 +248,7 @@ func (a *Agent) serve(ctx context.Context, ctl io.ReadWriteCloser, helloSent boo
 	}
 	a.sink.Store(&sink)
 
-	msgs := make(chan *wire.Message)
+	msgs := s.msgs
 	lost := make(chan error, 1)
 	done := make(chan struct{})
 	defer close(done)
@@ -248,6 +260,7 @@ func (a *Agent) serve(ctx context.Context, ctl io.ReadWriteCloser, helloSent boo
 			if err != nil {
 				if er.err != nil || errors.Is(err, io.EOF) || errors.Is(err, bufio.ErrTooLong) {
 					lost <- err
+					close(s.gone)
 					return
 				}
 				// A bad line: report it and keep reading.
@@ -272,6 +285,16 @@ loop:
 				s.send(m)
 			case wire.TypeMount:
 				s.handleMount(ctx, m.Mount)
+				if s.shutdownAsked {
+					end = EndShutdown
+					break loop
+				}
+			case wire.TypeExec:
+				s.handleExec(ctx, m.Exec)
+			case wire.TypeInput:
+				s.handleInput(m)
+			case wire.TypeUnlock:
+				a.log.Warn("passphrase given when none was asked for")
 			case wire.TypeShutdown:
 				end = EndShutdown
 				break loop
@@ -279,6 +302,8 @@ loop:
 				a.log.Warn("unexpected control message", "type", m.Type)
 				s.send(&wire.Message{Type: wire.TypeError, Step: "control", Error: "unexpected message " + m.Type})
 			}
+		case code := <-s.exited():
+			s.send(&wire.Message{Type: wire.TypeExited, Code: code})
 		case err := <-lost:
 			end = EndLost
 			a.sink.Store(nil) // nobody reads: forwarding would only block
@@ -361,7 +386,7 @@ func (s *session) handleMount(ctx context.Context, req *wire.MountRequest) {
 	}
 	a.log.Info("mount requested", "disks", strings.Join(req.Disks, ","), "partition", req.Partition,
 		"fstype", req.FSType, "readonly", req.ReadOnly)
-	m, err := a.mount(ctx, req)
+	m, err := a.mount(ctx, req, s.askPassphrase)
 	if err != nil {
 		var se *stepError
 		step := "mount"
@@ -397,7 +422,7 @@ func FormatTimeline(t wire.Timeline) string {
 }
 
 // mount resolves the disks, loads the modules and mounts the filesystem.
-func (a *Agent) mount(ctx context.Context, req *wire.MountRequest) (*mounted, error) {
+func (a *Agent) mount(ctx context.Context, req *wire.MountRequest, ask askFunc) (*mounted, error) {
 	devs := make([]string, len(req.Disks))
 	for i, serial := range req.Disks {
 		part := 0
@@ -410,17 +435,47 @@ func (a *Agent) mount(ctx context.Context, req *wire.MountRequest) (*mounted, er
 		}
 		devs[i] = dev
 	}
+	devs, st, err := a.assemble(ctx, req, devs, ask)
+	if err != nil {
+		return nil, err
+	}
+	m, err := a.mountDevs(ctx, req, devs)
+	if err != nil {
+		if terr := st.teardown(context.WithoutCancel(ctx)); terr != nil {
+			a.log.Warn("undoing the storage stack", "err", terr)
+		}
+		return nil, err
+	}
+	m.st = st
+	return m, nil
+}
+
+// mountDevs mounts the filesystem on devs (the first, plus the other
+// devices of a multi-device btrfs).
+func (a *Agent) mountDevs(ctx context.Context, req *wire.MountRequest, devs []string) (*mounted, error) {
 	dev := devs[0]
 	fstype := req.FSType
+	if fstype == "ntfs" { // probe's name: whichever driver this guest has
+		fstype = "ntfs3"
+		if !a.hasDriver(ctx, "ntfs3") && haveTool("ntfs-3g") {
+			fstype = "ntfs-3g"
+		}
+	}
 	if fstype == "" {
 		t, err := detectDevice(dev)
 		if err != nil {
 			return nil, &stepError{"detect", err}
 		}
 		fstype = t
-		if t != "" {
-			a.log.Info("detected filesystem", "fstype", t)
+		if t == "ntfs3" && !a.hasDriver(ctx, "ntfs3") && haveTool("ntfs-3g") {
+			fstype = "ntfs-3g" // no kernel driver here: the FUSE one
 		}
+		if t != "" {
+			a.log.Info("detected filesystem", "fstype", fstype)
+		}
+	}
+	if fstype == "ntfs-3g" {
+		return a.mountNTFS3G(ctx, dev, req)
 	}
 	var modErr error
 	if a.modules != nil {
@@ -612,11 +667,25 @@ func (s *session) teardown(end Ending) error {
 		}
 	}
 	a.sys.sync()
+	if s.ex != nil {
+		s.ex.kill()
+	}
 	if m := s.m; m != nil {
 		if err := a.unmount(m.dir); err != nil {
 			errs = append(errs, err)
 		} else {
 			a.log.Info("unmounted", "dir", m.dir)
+		}
+		if m.fuse != nil {
+			if err := m.fuse.wait(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if m.st != nil {
+			a.sys.sync()
+			if err := m.st.teardown(context.Background()); err != nil {
+				errs = append(errs, fmt.Errorf("closing the storage stack: %w", err))
+			}
 		}
 		s.m = nil
 	}

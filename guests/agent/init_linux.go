@@ -143,23 +143,6 @@ func runInit(log *slog.Logger, console io.Writer, start int64, params map[string
 	return err
 }
 
-// reap waits for orphaned children: PID 1 inherits them all. (Commands
-// the agent runs itself must be waited for before this reaps them; none
-// are run yet.)
-func reap() {
-	ch := make(chan os.Signal, 16)
-	signal.Notify(ch, unix.SIGCHLD)
-	for range ch {
-		for {
-			var ws unix.WaitStatus
-			pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
-			if pid <= 0 || err != nil {
-				break
-			}
-		}
-	}
-}
-
 // PowerOff syncs and stops the VM: on amd64 a reboot, which makes QEMU
 // (-no-reboot, kernel reboot=t) exit, as microvm has no ACPI power-off; on
 // arm64 a PSCI power-off. It does not return.

@@ -12,6 +12,20 @@
 //	host  -> guest {"type":"shutdown"}
 //	guest -> host  {"type":"bye"}               (synced and unmounted; powering off)
 //
+// While assembling a storage stack the guest may ask for a passphrase
+// (several times: after a wrong one it asks again with Attempt+1):
+//
+//	guest -> host  {"type":"need_passphrase","device":"qmount0","kind":"LUKS2","attempt":1}
+//	host  -> guest {"type":"unlock","passphrase":"..."}  (or {"type":"unlock","abort":true})
+//
+// Instead of mount, the host may ask the guest to run a command (qmount
+// shell); its output comes back as output messages, then exited:
+//
+//	host  -> guest {"type":"exec","exec":{"args":["/bin/sh"],"tty":true}}
+//	host  -> guest {"type":"input","data":"..."}*  ({"type":"input","eof":true} closes stdin)
+//	guest -> host  {"type":"output","data":"..."}*
+//	guest -> host  {"type":"exited","code":0}
+//
 // The guest writes hello first because, on a virtio port, reading returns
 // EOF until the host side is open while writing blocks until then. When the
 // control connection is lost (host crash, kill -9) the guest acts as on
@@ -112,6 +126,24 @@ const (
 	TypeError    = "error"    // guest -> host: a step failed; Error holds the reason
 	TypeShutdown = "shutdown" // host -> guest: sync, unmount, power off
 	TypeBye      = "bye"      // guest -> host: synced and unmounted
+
+	// Storage stacks.
+	TypeNeedPassphrase = "need_passphrase" // guest -> host: Device needs a passphrase
+	TypeUnlock         = "unlock"          // host -> guest: Passphrase, or Abort
+
+	// Commands (qmount shell).
+	TypeExec   = "exec"   // host -> guest: run Exec
+	TypeInput  = "input"  // host -> guest: Data for the command's stdin, or EOF
+	TypeOutput = "output" // guest -> host: Data the command wrote
+	TypeExited = "exited" // guest -> host: the command ended with Code
+)
+
+// StepUnlock is the Step of an error about a passphrase;
+// ErrWrongPassphrase is its Error text when no passphrase opened the
+// container.
+const (
+	StepUnlock         = "unlock"
+	ErrWrongPassphrase = "wrong passphrase"
 )
 
 // MaxLineBytes bounds one control line in either direction.
@@ -141,7 +173,54 @@ type Message struct {
 	// error
 	Step  string `json:"step,omitempty"`  // which step failed: modules, disk, mount, serve...
 	Error string `json:"error,omitempty"` // human text, e.g. the kernel's own message
+
+	// need_passphrase: Device is the disk serial (or guest device) to
+	// unlock, Kind what it is ("LUKS1", "LUKS2", "BitLocker"), Attempt
+	// counts from 1.
+	Device  string `json:"device,omitempty"`
+	Kind    string `json:"kind,omitempty"`
+	Attempt int    `json:"attempt,omitempty"`
+
+	// unlock. Passphrase is a secret: never log a Message that may hold
+	// one (String redacts it).
+	Passphrase string `json:"passphrase,omitempty"`
+	Abort      bool   `json:"abort,omitempty"`
+
+	// exec, input, output, exited
+	Exec *ExecRequest `json:"exec,omitempty"`
+	Data []byte       `json:"data,omitempty"` // base64 in JSON
+	EOF  bool         `json:"eof,omitempty"`
+	Code int          `json:"code,omitempty"`
 }
+
+// String renders m for logs with any passphrase redacted.
+func (m *Message) String() string {
+	c := *m
+	if c.Passphrase != "" {
+		c.Passphrase = "<redacted>"
+	}
+	b, _ := json.Marshal(&c)
+	return string(b)
+}
+
+// ExecRequest is a command for the guest to run (qmount shell).
+type ExecRequest struct {
+	// Args is the argv; Args[0] is looked up in the guest's PATH.
+	Args []string `json:"args"`
+	// TTY runs the command on a pseudo-terminal of Rows x Cols (stdin,
+	// stdout and stderr all on it); otherwise stdout and stderr both go
+	// to output messages and stdin comes from input messages.
+	TTY  bool `json:"tty,omitempty"`
+	Rows int  `json:"rows,omitempty"`
+	Cols int  `json:"cols,omitempty"`
+	// Disks are the serials of the attached disks; the guest links
+	// /dev/disk/qmount/SERIAL to each before running the command.
+	Disks []string `json:"disks,omitempty"`
+}
+
+// MaxDataBytes bounds Data in one input or output message, so that a line
+// stays well under MaxLineBytes after base64.
+const MaxDataBytes = 64 << 10
 
 // MountRequest says what the guest mounts.
 type MountRequest struct {
@@ -155,6 +234,20 @@ type MountRequest struct {
 	// Options are mount options as for mount -o, comma separated.
 	Options  string `json:"options,omitempty"`
 	ReadOnly bool   `json:"readonly,omitempty"`
+
+	// Storage stack. The guest unlocks every LUKS or BitLocker disk it
+	// finds (asking the host for passphrases) and assembles md arrays
+	// whose members it finds, whatever these fields say.
+	//
+	// RAID says the disks are members of one md array, which is mounted
+	// (assembled with --run: a degraded array is used, read-only when
+	// ReadOnly).
+	RAID bool `json:"raid,omitempty"`
+	// VG and LV name an LVM logical volume to mount: the guest activates
+	// VG from the (unlocked, assembled) disks. An empty LV with a PV found
+	// mounts the VG's only LV.
+	VG string `json:"vg,omitempty"`
+	LV string `json:"lv,omitempty"`
 }
 
 // Timeline records guest boot milestones, in milliseconds of guest uptime
@@ -189,11 +282,40 @@ func (m *Message) Validate() error {
 		if strings.ContainsAny(m.Mount.FSType, ", \t\n") {
 			return fmt.Errorf("mount message: bad fstype %q", m.Mount.FSType)
 		}
+		if m.Mount.LV != "" && m.Mount.VG == "" {
+			return errors.New("mount message: LV without VG")
+		}
+		for _, n := range []string{m.Mount.VG, m.Mount.LV} {
+			if n != "" && !ValidLVMName(n) {
+				return fmt.Errorf("mount message: bad LVM name %q", n)
+			}
+		}
 	case TypeError:
 		if m.Error == "" {
 			return errors.New("error message without text")
 		}
-	case TypeLog, TypeMounted, TypeShutdown, TypeBye:
+	case TypeNeedPassphrase:
+		if m.Device == "" || m.Attempt < 1 {
+			return errors.New("need_passphrase message without device or attempt")
+		}
+	case TypeUnlock:
+		if m.Passphrase == "" && !m.Abort {
+			return errors.New("unlock message without passphrase")
+		}
+	case TypeExec:
+		if m.Exec == nil || len(m.Exec.Args) == 0 || m.Exec.Args[0] == "" {
+			return errors.New("exec message without a command")
+		}
+		for _, d := range m.Exec.Disks {
+			if _, ok := ParseDiskSerial(d); !ok {
+				return fmt.Errorf("exec message: bad disk serial %q", d)
+			}
+		}
+	case TypeInput, TypeOutput:
+		if len(m.Data) > MaxDataBytes {
+			return fmt.Errorf("%s message of %d bytes is too long", m.Type, len(m.Data))
+		}
+	case TypeLog, TypeMounted, TypeShutdown, TypeBye, TypeExited:
 	default:
 		return fmt.Errorf("unknown control message type %q", m.Type)
 	}
@@ -252,4 +374,21 @@ func (d *Decoder) Decode() (*Message, error) {
 		return nil, fmt.Errorf("reading control message: %w", err)
 	}
 	return nil, io.EOF
+}
+
+// ValidLVMName reports whether s can be an LVM VG or LV name: letters,
+// digits and "+_.-", not starting with "-", not "." or "..".
+func ValidLVMName(s string) bool {
+	if s == "" || len(s) > 127 || s[0] == '-' || s == "." || s == ".." {
+		return false
+	}
+	for _, c := range s {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case c == '+' || c == '_' || c == '.' || c == '-':
+		default:
+			return false
+		}
+	}
+	return true
 }

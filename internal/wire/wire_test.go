@@ -18,6 +18,15 @@ func TestMessageRoundTrip(t *testing.T) {
 		{Type: TypeError, Step: "mount", Error: "EXT4-fs (vda): VFS: Can't find ext4 filesystem"},
 		{Type: TypeShutdown},
 		{Type: TypeBye},
+		{Type: TypeMount, Mount: &MountRequest{Disks: []string{"qmount0", "qmount1"}, RAID: true, VG: "vg0", LV: "home"}},
+		{Type: TypeNeedPassphrase, Device: "qmount1", Kind: "LUKS2", Attempt: 2},
+		{Type: TypeUnlock, Passphrase: "p\"w\n d"},
+		{Type: TypeUnlock, Abort: true},
+		{Type: TypeExec, Exec: &ExecRequest{Args: []string{"/bin/sh", "-c", "echo hi"}, TTY: true, Rows: 24, Cols: 80, Disks: []string{"qmount0"}}},
+		{Type: TypeInput, Data: []byte{0, 1, 2, 0xff, '\n'}},
+		{Type: TypeInput, EOF: true},
+		{Type: TypeOutput, Data: []byte("hello\r\n")},
+		{Type: TypeExited, Code: 3},
 	}
 	var buf bytes.Buffer
 	enc := NewEncoder(&buf)
@@ -52,6 +61,15 @@ func TestDecodeRejects(t *testing.T) {
 		`{"type":"mount","mount":{"disks":["vda"]}}`,
 		`{"type":"mount","mount":{"disks":["qmount0"],"fstype":"ext4,ro"}}`,
 		`{"type":"error"}`,
+		`{"type":"mount","mount":{"disks":["qmount0"],"lv":"home"}}`,
+		`{"type":"mount","mount":{"disks":["qmount0"],"vg":"vg/0","lv":"home"}}`,
+		`{"type":"mount","mount":{"disks":["qmount0"],"vg":"-vg","lv":"home"}}`,
+		`{"type":"need_passphrase","device":"qmount0"}`,
+		`{"type":"unlock"}`,
+		`{"type":"exec"}`,
+		`{"type":"exec","exec":{"args":[]}}`,
+		`{"type":"exec","exec":{"args":["sh"],"disks":["sda"]}}`,
+		`{"type":"output","data":"` + strings.Repeat("QUFB", MaxDataBytes/3+1) + `"}`,
 		`not json`,
 		`{"type":"log","msg":"` + strings.Repeat("x", MaxLineBytes) + `"}`,
 	} {
@@ -92,6 +110,30 @@ func TestPorts(t *testing.T) {
 		seenName[p.Name], seenVsock[p.Vsock] = true, true
 		if got, ok := PortByName(p.Name); !ok || got != p {
 			t.Fatalf("PortByName(%q) = %+v, %v", p.Name, got, ok)
+		}
+	}
+}
+
+func TestMessageStringRedactsPassphrase(t *testing.T) {
+	m := &Message{Type: TypeUnlock, Passphrase: "hunter2"}
+	if s := m.String(); strings.Contains(s, "hunter2") || !strings.Contains(s, "redacted") {
+		t.Fatalf("String() = %s", s)
+	}
+	if m.Passphrase != "hunter2" {
+		t.Fatal("String changed the message")
+	}
+}
+
+func TestValidLVMName(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ok   bool
+	}{
+		{"vg0", true}, {"my_vg.data-1+x", true}, {"", false}, {"-vg", false}, {".", false},
+		{"..", false}, {"a/b", false}, {"a b", false}, {"a:b", false}, {strings.Repeat("a", 128), false},
+	} {
+		if got := ValidLVMName(tc.name); got != tc.ok {
+			t.Errorf("ValidLVMName(%q) = %v, want %v", tc.name, got, tc.ok)
 		}
 	}
 }
