@@ -84,6 +84,9 @@ func Mount(ctx context.Context, conn io.ReadWriteCloser, mountpoint string, opts
 		c.Close()
 		return nil, fmt.Errorf("mounting %s: %w", mountpoint, err)
 	}
+	if err := setReadAhead(mountpoint, DefaultMaxReadAhead); err != nil {
+		cfg.logger.Debug("kernel readahead left at its default", "err", err)
+	}
 	return &Mounted{server: server, client: c, root: root}, nil
 }
 
@@ -104,7 +107,10 @@ func fuseOptions(cfg *config) *fs.Options {
 			AllowOther:           cfg.allowOther,
 			Debug:                cfg.debug,
 			DirectMount:          true,
-			Options:              []string{"default_permissions"},
+			// Reads answer with bytes from 9P replies: splicing them
+			// through a pipe only adds a copy (and fails for 1 MiB).
+			DisableSplice: true,
+			Options:       []string{"default_permissions"},
 		},
 	}
 	if cfg.readOnly {
