@@ -72,19 +72,25 @@ func lastLines(s string, n int) string {
 
 var depName = regexp.MustCompile(`^\s*([a-z0-9][a-z0-9+.\-]*)(:[a-z0-9]+)?`)
 
-// show returns the candidate record of pkg (name:arch).
-func (a apt) show(ctx context.Context, pkg string) (pkgRecord, error) {
-	out, err := a.run(ctx, "", "apt-cache", "show", "--no-all-versions", pkg)
-	if err != nil {
-		return pkgRecord{}, err
-	}
+// parseRecords reads the records of apt-cache show output, skipping
+// those without a version. Depends and Pre-Depends name every
+// alternative with allAlternatives, else the first of each.
+func parseRecords(out []byte, allAlternatives bool) []pkgRecord {
+	var recs []pkgRecord
 	var r pkgRecord
+	flush := func() {
+		if r.Package != "" && r.Version != "" {
+			recs = append(recs, r)
+		}
+		r = pkgRecord{}
+	}
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		if line == "" && r.Package != "" {
-			break // first record only
+		if line == "" {
+			flush()
+			continue
 		}
 		k, v, ok := strings.Cut(line, ": ")
 		if !ok {
@@ -104,12 +110,32 @@ func (a apt) show(ctx context.Context, pkg string) (pkgRecord, error) {
 		case "SHA256":
 			r.SHA256 = v
 		case "Depends", "Pre-Depends":
-			for _, alt := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == '|' }) {
-				if m := depName.FindStringSubmatch(alt); m != nil {
-					r.Depends = append(r.Depends, m[1])
+			for _, dep := range strings.Split(v, ",") {
+				alts := strings.Split(dep, "|")
+				if !allAlternatives {
+					alts = alts[:1]
+				}
+				for _, alt := range alts {
+					if m := depName.FindStringSubmatch(alt); m != nil {
+						r.Depends = append(r.Depends, m[1])
+					}
 				}
 			}
 		}
+	}
+	flush()
+	return recs
+}
+
+// show returns the candidate record of pkg (name:arch).
+func (a apt) show(ctx context.Context, pkg string) (pkgRecord, error) {
+	out, err := a.run(ctx, "", "apt-cache", "show", "--no-all-versions", pkg)
+	if err != nil {
+		return pkgRecord{}, err
+	}
+	var r pkgRecord
+	if recs := parseRecords(out, true); len(recs) > 0 {
+		r = recs[0]
 	}
 	if r.Package == "" || r.Version == "" {
 		return r, fmt.Errorf("apt-cache knows no candidate for %s", pkg)

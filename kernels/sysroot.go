@@ -1,7 +1,6 @@
 package kernels
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -196,48 +195,10 @@ func (a apt) showAll(ctx context.Context, pkgs []string) ([]pkgRecord, error) {
 		return nil, err
 	}
 	var recs []pkgRecord
-	var r pkgRecord
-	flush := func() {
-		if r.Package != "" && r.Version != "" && !slices.ContainsFunc(recs, func(x pkgRecord) bool { return x.Package == r.Package }) {
+	for _, r := range parseRecords(out, false) {
+		if !slices.ContainsFunc(recs, func(x pkgRecord) bool { return x.Package == r.Package }) {
 			recs = append(recs, r)
 		}
-		r = pkgRecord{}
 	}
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" {
-			flush()
-			continue
-		}
-		k, v, ok := strings.Cut(line, ": ")
-		if !ok {
-			continue
-		}
-		switch k {
-		case "Package":
-			r.Package = v
-		case "Version":
-			r.Version = v
-		case "Architecture":
-			r.Arch = v
-		case "Filename":
-			r.Filename = v
-		case "Size":
-			r.Size = v
-		case "SHA256":
-			r.SHA256 = v
-		case "Depends", "Pre-Depends":
-			for _, dep := range strings.Split(v, ",") {
-				// The first alternative only.
-				alt, _, _ := strings.Cut(dep, "|")
-				if m := depName.FindStringSubmatch(alt); m != nil {
-					r.Depends = append(r.Depends, m[1])
-				}
-			}
-		}
-	}
-	flush()
 	return recs, nil
 }

@@ -442,6 +442,32 @@ func TestCancelFlushes(t *testing.T) {
 	}
 }
 
+// abandonedWalk starts a walk that times out (the fake server holds it),
+// then waits until cond (checked under mu) holds.
+func abandonedWalk(t *testing.T, c *Client, mu *sync.Mutex, cond func() bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, _, err := c.Walk(ctx, 1, nil); !errors.Is(err, syscall.ETIMEDOUT) {
+		t.Fatalf("walk = %v, want ETIMEDOUT", err)
+	}
+	waitUntil(mu, cond)
+}
+
+// waitUntil polls cond under mu for up to 5 seconds.
+func waitUntil(mu *sync.Mutex, cond func() bool) {
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		mu.Lock()
+		ok := cond()
+		mu.Unlock()
+		if ok {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // TestFlushedWalkKeepsFid: the p9 library's server answers a Tflush at
 // once when the request it names was read but not yet started, then
 // runs the request and answers it. A walk flushed that way may still
@@ -493,36 +519,14 @@ func TestFlushedWalkKeepsFid(t *testing.T) {
 		}
 		return out
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	defer cancel()
-	if _, _, err := c.Walk(ctx, 1, nil); !errors.Is(err, syscall.ETIMEDOUT) {
-		t.Fatalf("walk = %v, want ETIMEDOUT", err)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		mu.Lock()
-		n := len(events)
-		mu.Unlock()
-		if n > 0 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	abandonedWalk(t, c, &mu, func() bool { return len(events) > 0 })
 	time.Sleep(100 * time.Millisecond) // a wrong client clunks now
 	// A new walk (its request makes the server send the late reply).
 	nf, _, err := c.Walk(context.Background(), 1, nil)
 	if err != nil {
 		t.Fatalf("walk after flush: %v", err)
 	}
-	for {
-		mu.Lock()
-		n := len(events)
-		mu.Unlock()
-		if n >= 3 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitUntil(&mu, func() bool { return len(events) >= 3 })
 	mu.Lock()
 	defer mu.Unlock()
 	want := []string{"Rflush", "late Rwalk", "Tclunk of the flushed walk's fid"}
@@ -583,21 +587,7 @@ func TestFlushKeepsTag(t *testing.T) {
 		}
 		return nil
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	defer cancel()
-	if _, _, err := c.Walk(ctx, 1, nil); !errors.Is(err, syscall.ETIMEDOUT) {
-		t.Fatalf("walk = %v, want ETIMEDOUT", err)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		mu.Lock()
-		seen := flushSeen
-		mu.Unlock()
-		if seen || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	abandonedWalk(t, c, &mu, func() bool { return flushSeen })
 	time.Sleep(50 * time.Millisecond) // the held walk's reply is processed
 	for i := 0; i < 3; i++ {
 		wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
