@@ -90,10 +90,12 @@ func (d *dirHandle) fill(ctx context.Context) syscall.Errno {
 	defer cancel()
 	d.buf, d.pos = d.buf[:0], 0
 	if f.plus.Load() >= 0 {
+		first := d.cookie == 0
 		b, err := d.readPlus(ctx)
 		if err == nil {
 			f.plus.Store(1)
 			d.buf, d.eof = b.Entries, b.EOF || len(b.Entries) == 0
+			d.n.listBatch(d.buf, first, d.eof)
 			return 0
 		}
 		if !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOSYS) &&

@@ -499,3 +499,62 @@ func newTestServer(t testing.TB, dir string) *p9server.Server {
 	t.Cleanup(func() { srv.Close() })
 	return srv
 }
+
+// TestListingAnswersLookups: after a plain listing (readdir without
+// stat, as find does; the kernel asks for attributes only in its first
+// request), stat of every entry and of absent names costs no further
+// requests, and every change made through the mount is seen at once.
+func TestListingAnswersLookups(t *testing.T) {
+	data := t.TempDir()
+	dir := filepath.Join(data, "d")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	makeFiles(t, dir, "f", 3000)
+	e := mountEnv(t, data)
+	before := e.requests()
+	ents, err := os.ReadDir(e.path("d"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != 3000 {
+		t.Fatalf("listed %d entries, want 3000", len(ents))
+	}
+	for i := 0; i < 3000; i++ {
+		if _, err := os.Lstat(e.path(fmt.Sprintf("d/f%06d", i))); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Lstat(e.path(fmt.Sprintf("d/absent%d", i))); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("lstat of an absent name: %v", err)
+		}
+	}
+	used := e.requests() - before
+	t.Logf("readdir + 6,000 lstats: %d requests %v", used, e.m.Client().Stats().ByType)
+	if used > 30 {
+		t.Errorf("readdir + 6,000 lstats took %d requests, want at most 30", used)
+	}
+
+	// Changes through the mount: a new name, a grown file, a removed one.
+	if err := os.WriteFile(e.path("d/new"), []byte("new"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(e.path("d/f000001"), []byte("grown"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(e.path("d/f000002")); err != nil {
+		t.Fatal(err)
+	}
+	dropCaches(t) // later stats are lookups again
+	if fi, err := os.Lstat(e.path("d/new")); err != nil || fi.Size() != 3 {
+		t.Errorf("new file: %v, %v", fi, err)
+	}
+	if fi, err := os.Lstat(e.path("d/f000001")); err != nil || fi.Size() != 5 {
+		t.Errorf("grown file: %v, %v", fi, err)
+	}
+	if _, err := os.Lstat(e.path("d/f000002")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("removed file: %v", err)
+	}
+	if fi, err := os.Lstat(e.path("d/f000003")); err != nil || fi.Size() != 0 {
+		t.Errorf("untouched file: %v, %v", fi, err)
+	}
+}

@@ -110,7 +110,12 @@ func fuseOptions(cfg *config) *fs.Options {
 			// Reads answer with bytes from 9P replies: splicing them
 			// through a pipe only adds a copy (and fails for 1 MiB).
 			DisableSplice: true,
-			Options:       []string{"default_permissions"},
+			// Attributes with the first readdir request of a directory
+			// only, then with later ones only if the kernel saw lookups
+			// in it: find needs none; the lookups of ls -l are answered
+			// from the directory's listing (node.listBatch).
+			ExtraCapabilities: fuse.CAP_READDIRPLUS_AUTO,
+			Options:           []string{"default_permissions"},
 		},
 	}
 	if cfg.readOnly {

@@ -9,12 +9,14 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/hugelgupf/p9/p9"
 
 	"github.com/qmount/qmount/client/ninep"
+	"github.com/qmount/qmount/internal/p9ext"
 )
 
 // fsys is the state shared by all nodes of one mount.
@@ -55,8 +57,14 @@ type node struct {
 	attrValid bool
 	attrGen   uint64 // bumped by every invalidation
 	xattrs    []string
-	xattrsOK  bool // xattrs is the complete list of names
-	target    string
+	// listing: this directory's entries from READDIRPLUS batches, valid
+	// while listGen == attrGen and for listingTTL after listAt.
+	listing      map[string]*p9ext.Entry
+	listGen      uint64
+	listAt       time.Time
+	listComplete bool
+	xattrsOK     bool // xattrs is the complete list of names
+	target       string
 	// openStamp: mtime and size seen at the last open, to keep the
 	// kernel's page cache when nothing changed.
 	openStamp [3]uint64
@@ -250,12 +258,75 @@ func (n *node) setAttr(qid p9.QID, valid p9.AttrMask, attr p9.Attr) {
 	}
 }
 
-// invalidate forgets the cached attributes (after a change).
+// invalidate forgets the cached attributes (after a change), and what
+// the parent's listing says of this file.
 func (n *node) invalidate() {
 	n.mu.Lock()
 	n.attrValid = false
 	n.attrGen++
+	n.listing = nil
 	n.mu.Unlock()
+	if name, p := n.Parent(); p != nil {
+		if pn, ok := p.Operations().(*node); ok {
+			pn.mu.Lock()
+			delete(pn.listing, name)
+			pn.listComplete = false
+			pn.mu.Unlock()
+		}
+	}
+}
+
+// listingTTL bounds how long a directory listing answers lookups (a
+// file reached by another hard link may change meanwhile).
+const listingTTL = 10 * time.Second
+
+// maxListing bounds the entries a directory's listing keeps.
+const maxListing = 1 << 16
+
+// listBatch records a READDIRPLUS batch of this directory (first: it
+// starts at offset 0; eof: the listing is complete after it), so that
+// lookups after a readdir (ls -l, find -ls) need no request. The
+// kernel's READDIRPLUS_AUTO mode asks for attributes only in the first
+// readdir request of a directory: the lookups that follow are answered
+// here.
+func (n *node) listBatch(entries []p9ext.Entry, first, eof bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if first {
+		n.listing = make(map[string]*p9ext.Entry, len(entries))
+		n.listGen, n.listAt, n.listComplete = n.attrGen, time.Now(), false
+	}
+	if n.listing == nil || n.listGen != n.attrGen {
+		return
+	}
+	for i := range entries {
+		e := &entries[i]
+		if !(e.Valid.Mode && e.Valid.Size && e.Valid.MTime && e.Valid.NLink) {
+			continue
+		}
+		if len(n.listing) >= maxListing {
+			n.listing = nil // too big to keep whole
+			return
+		}
+		c := *e
+		c.Xattrs = slices.Clone(e.Xattrs)
+		n.listing[e.Name] = &c
+	}
+	n.listComplete = eof
+}
+
+// listed answers a lookup of name from the directory's listing: the
+// entry if listed, or absent (true) if the complete listing lacks it.
+func (n *node) listed(name string) (e *p9ext.Entry, absent bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.listing == nil || n.listGen != n.attrGen || time.Since(n.listAt) > listingTTL {
+		return nil, false
+	}
+	if e := n.listing[name]; e != nil {
+		return e, false
+	}
+	return nil, n.listComplete
 }
 
 // holdFid returns the node's fid, walking from its parent if it has

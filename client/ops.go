@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"slices"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -36,6 +37,16 @@ func (f *fsys) chmodSetID(ctx context.Context, fid ninep.Fid, mode uint32) error
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	if e := nameErr(name); e != 0 {
 		return nil, e
+	}
+	if e, absent := n.listed(name); e != nil {
+		child := n.fsys.newChild(ctx, n, name, e.QID, e.Valid, e.Attr, ninep.NoFid)
+		if e.XattrsKnown {
+			child.setXattrNames(slices.Clone(e.Xattrs))
+		}
+		child.fillEntry(out, &e.Attr)
+		return child.EmbeddedInode(), 0
+	} else if absent {
+		return nil, syscall.ENOENT
 	}
 	ctx, cancel := n.fsys.reqCtx(ctx)
 	defer cancel()
