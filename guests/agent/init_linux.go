@@ -10,6 +10,8 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -64,6 +66,7 @@ func setupBase() io.Writer {
 			fmt.Fprintf(os.Stderr, "%smounting %s: %v\n", ConsolePrefix, m.dir, err)
 		}
 	}
+	raiseFileLimit()
 	// A kernel panic (init dying included) reboots at once; the VM runs
 	// with reboot=t / PSCI and QEMU -no-reboot, so the VM exits.
 	os.WriteFile("/proc/sys/kernel/panic", []byte("-1\n"), 0o644)
@@ -74,6 +77,23 @@ func setupBase() io.Writer {
 	unix.Dup3(int(c.Fd()), 1, 0)
 	unix.Dup3(int(c.Fd()), 2, 0)
 	return c
+}
+
+// raiseFileLimit lifts the open-file limit to the kernel's maximum: the
+// 9P server holds a descriptor per fid, and the host keeps a fid for
+// every file it has used whose inode its kernel still caches (tar -x of
+// a few thousand files passes the default 4096).
+func raiseFileLimit() {
+	max := uint64(1 << 20)
+	if b, err := os.ReadFile("/proc/sys/fs/nr_open"); err == nil {
+		if v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err == nil && v > 0 {
+			max = v
+		}
+	}
+	lim := unix.Rlimit{Cur: max, Max: max}
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		fmt.Fprintf(os.Stderr, "%sraising the open-file limit: %v\n", ConsolePrefix, err)
+	}
 }
 
 func runInit(log *slog.Logger, console io.Writer, start int64, params map[string]string) error {
