@@ -558,3 +558,36 @@ func TestListingAnswersLookups(t *testing.T) {
 		t.Errorf("untouched file: %v, %v", fi, err)
 	}
 }
+
+// TestServerFilesBounded: files used through the mount (created,
+// written, chmod-ed, their xattrs listed) leave no descriptor open on
+// the server while the kernel keeps their inodes cached: a guest has a
+// limited number of descriptors (tar -x of 3,000 files once ran out).
+func TestServerFilesBounded(t *testing.T) {
+	e := mountEnv(t, "")
+	if err := os.Mkdir(e.path("d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	base := e.srv.OpenFiles()
+	const n = 2000
+	for i := 0; i < n; i++ {
+		p := e.path(fmt.Sprintf("d/f%04d", i))
+		if err := os.WriteFile(p, []byte("data"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(p, time.Unix(1e9, 0), time.Unix(1e9, 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The kernel still caches every inode (no drop_caches).
+	if got := e.srv.OpenFiles(); got > base+10 {
+		t.Errorf("server holds %d files after using %d through the mount, %d before", got, n, base)
+	}
+	fi, err := os.Stat(e.path("d/f0001"))
+	if err != nil || fi.Mode().Perm() != 0o600 || fi.ModTime().Unix() != 1e9 {
+		t.Errorf("f0001: %v %v", fi, err)
+	}
+}

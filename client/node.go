@@ -331,7 +331,8 @@ func (n *node) listed(name string) (e *p9ext.Entry, absent bool) {
 
 // holdFid returns the node's fid, walking from its parent if it has
 // none, with a reference the caller drops with put when its requests
-// are done.
+// are done. Other files than directories get a fid of their own each
+// time, clunked after use.
 func (n *node) holdFid(ctx context.Context) (*fidRef, error) {
 	if r := n.fids.hold(); r != nil {
 		return r, nil
@@ -343,7 +344,14 @@ func (n *node) holdFid(ctx context.Context) (*fidRef, error) {
 	if err != nil {
 		return nil, err
 	}
-	return n.fids.install(newFidRef(n.fsys.c, nf)), nil
+	r := newFidRef(n.fsys.c, nf)
+	if !n.IsDir() {
+		// Only directories keep their fid (lookups walk from it): the
+		// server holds a descriptor per fid, and the kernel may cache
+		// the inodes of millions of files.
+		return r, nil
+	}
+	return n.fids.install(r), nil
 }
 
 // walkFromParent walks a new fid to the node by its name in its parent,
