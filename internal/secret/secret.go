@@ -98,12 +98,15 @@ func (s *Source) Passphrase(ctx context.Context, device, kind string, attempt in
 // ReadPassword prints prompt on tty and reads a line from it with echo
 // off.
 func ReadPassword(tty *os.File, prompt string) (string, error) {
-	if _, err := io.WriteString(tty, prompt); err != nil {
-		return "", fmt.Errorf("prompting for the passphrase: %w", err)
-	}
+	// Echo goes off before the prompt shows: what is typed (or pasted)
+	// as soon as it appears must not be echoed.
 	restore, err := noEcho(tty)
 	if err != nil {
 		return "", fmt.Errorf("turning the terminal's echo off: %w", err)
+	}
+	if _, err := io.WriteString(tty, prompt); err != nil {
+		restore()
+		return "", fmt.Errorf("prompting for the passphrase: %w", err)
 	}
 	line, rerr := bufio.NewReader(tty).ReadString('\n')
 	restore()
