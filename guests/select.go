@@ -405,13 +405,7 @@ func selectStorage(fstype string, opts SelectOptions, arch string, cat *Catalogu
 	ch := &Choice{Def: bd, Built: b, Reason: fmt.Sprintf("%s: the %s guest has the tools", why, Storage)}
 	switch {
 	case opts.ExplicitType != "":
-		dr, ok := bd.Driver(fstype, opts.ExplicitType)
-		if !ok {
-			dr, ok = bd.Driver("", opts.ExplicitType)
-		}
-		if !ok {
-			dr = Driver{Type: opts.ExplicitType}
-		}
+		dr, _ := bd.explicitDriver(fstype, opts.ExplicitType)
 		ch.FSType, ch.Driver = dr.Type, dr
 	case len(opts.Containers) > 0 || opts.Unprobed || fstype == "":
 		// The guest detects what the container holds.
@@ -428,6 +422,19 @@ func selectStorage(fstype string, opts SelectOptions, arch string, cat *Catalogu
 		}
 	}
 	return ch, nil
+}
+
+// explicitDriver is the driver of d for -t typ on a filesystem probed as
+// fstype (or of any filesystem); a type d does not list gets a plain
+// driver of that name (ok false).
+func (d *Def) explicitDriver(fstype, typ string) (Driver, bool) {
+	if dr, ok := d.Driver(fstype, typ); ok {
+		return dr, true
+	}
+	if dr, ok := d.Driver("", typ); ok {
+		return dr, true
+	}
+	return Driver{Type: typ}, false
 }
 
 func selectGuest(fstype string, opts SelectOptions, arch string, cat *Catalogue) (*Choice, error) {
@@ -452,12 +459,8 @@ func selectGuest(fstype string, opts SelectOptions, arch string, cat *Catalogue)
 	ch := &Choice{Def: bd, Built: b}
 	switch {
 	case opts.ExplicitType != "":
-		dr, ok := bd.Driver(fstype, opts.ExplicitType)
+		dr, ok := bd.explicitDriver(fstype, opts.ExplicitType)
 		if !ok {
-			dr, ok = bd.Driver("", opts.ExplicitType)
-		}
-		if !ok {
-			dr = Driver{Type: opts.ExplicitType}
 			ch.Reason = fmt.Sprintf("--guest %s -t %s (a type its definition does not list)", bd.Name, opts.ExplicitType)
 		} else {
 			ch.Reason = fmt.Sprintf("--guest %s -t %s", bd.Name, opts.ExplicitType)

@@ -100,24 +100,12 @@ func TestBuildGuest(t *testing.T) {
 	}
 
 	// The guest agent reads the guest info the initramfs carries.
-	data, err := os.ReadFile(filepath.Join(out, "initramfs.cpio"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	var infoJSON []byte
-	rr := cpio.Newc.Reader(bytes.NewReader(data))
-	for {
-		r, err := rr.ReadRecord()
-		if err == io.EOF {
-			break
+	cpioFiles(t, filepath.Join(out, "initramfs.cpio"), func(name string, content func() []byte) {
+		if "/"+name == agent.GuestInfoPath {
+			infoJSON = content()
 		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if "/"+r.Name == agent.GuestInfoPath {
-			infoJSON, _ = io.ReadAll(io.NewSectionReader(r, 0, int64(r.FileSize)))
-		}
-	}
+	})
 	info, err := agent.ParseGuestInfo(infoJSON)
 	if err != nil {
 		t.Fatalf("guest info %q: %v", infoJSON, err)
@@ -210,27 +198,15 @@ func TestBuildLinux612(t *testing.T) {
 	if !slices.Contains(m.Initramfs.Modules, "ntfs3") {
 		t.Errorf("modules %v lack ntfs3", m.Initramfs.Modules)
 	}
-	data, err := os.ReadFile(filepath.Join(out, m.Initramfs.File))
-	if err != nil {
-		t.Fatal(err)
-	}
 	var ntfs3 []byte
-	rr := cpio.Newc.Reader(bytes.NewReader(data))
-	for {
-		r, err := rr.ReadRecord()
-		if err == io.EOF {
-			break
+	cpioFiles(t, filepath.Join(out, m.Initramfs.File), func(name string, content func() []byte) {
+		if strings.HasSuffix(name, ".ko.xz") || strings.HasSuffix(name, ".ko.zst") {
+			t.Errorf("compressed module in the initramfs: %s", name)
 		}
-		if err != nil {
-			t.Fatal(err)
+		if strings.HasSuffix(name, "/ntfs3.ko") {
+			ntfs3 = content()
 		}
-		if strings.HasSuffix(r.Name, ".ko.xz") || strings.HasSuffix(r.Name, ".ko.zst") {
-			t.Errorf("compressed module in the initramfs: %s", r.Name)
-		}
-		if strings.HasSuffix(r.Name, "/ntfs3.ko") {
-			ntfs3, _ = io.ReadAll(io.NewSectionReader(r, 0, int64(r.FileSize)))
-		}
-	}
+	})
 	if !bytes.HasPrefix(ntfs3, []byte("\x7fELF")) {
 		t.Fatalf("no uncompressed ntfs3.ko in the initramfs (first bytes %q)", ntfs3[:min(len(ntfs3), 8)])
 	}
@@ -250,6 +226,25 @@ func TestBuildLinux612(t *testing.T) {
 // guestInfoIn reads the guest agent's manifest from an initramfs.
 func guestInfoIn(t *testing.T, cpioPath string) *agent.GuestInfo {
 	t.Helper()
+	var info *agent.GuestInfo
+	cpioFiles(t, cpioPath, func(name string, content func() []byte) {
+		if "/"+name == agent.GuestInfoPath {
+			info = new(agent.GuestInfo)
+			if err := json.Unmarshal(content(), info); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	if info == nil {
+		t.Fatal("no guest info in the initramfs")
+	}
+	return info
+}
+
+// cpioFiles calls fn for each record of the newc archive at cpioPath;
+// content reads the record's data.
+func cpioFiles(t *testing.T, cpioPath string, fn func(name string, content func() []byte)) {
+	t.Helper()
 	data, err := os.ReadFile(cpioPath)
 	if err != nil {
 		t.Fatal(err)
@@ -258,18 +253,14 @@ func guestInfoIn(t *testing.T, cpioPath string) *agent.GuestInfo {
 	for {
 		r, err := rr.ReadRecord()
 		if err == io.EOF {
-			t.Fatal("no guest info in the initramfs")
+			return
 		}
 		if err != nil {
 			t.Fatal(err)
 		}
-		if "/"+r.Name == agent.GuestInfoPath {
+		fn(r.Name, func() []byte {
 			b, _ := io.ReadAll(io.NewSectionReader(r, 0, int64(r.FileSize)))
-			var info agent.GuestInfo
-			if err := json.Unmarshal(b, &info); err != nil {
-				t.Fatal(err)
-			}
-			return &info
-		}
+			return b
+		})
 	}
 }

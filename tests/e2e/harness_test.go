@@ -140,6 +140,13 @@ func tryBoot(t *testing.T, img string, o bootOpts) (*booted, error) {
 		cfg.Machine.Disks = append(cfg.Machine.Disks, vmm.Disk{Path: d, ReadOnly: o.readOnly, Serial: serial})
 		cfg.Mount.Disks = append(cfg.Mount.Disks, serial)
 	}
+	return startMounted(t, cfg, state, console)
+}
+
+// startMounted boots a guest for cfg and mounts its filesystem with FUSE
+// at a new directory; the guest is shut down when the test ends.
+func startMounted(t *testing.T, cfg session.Config, state, console string) (*booted, error) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	start := time.Now()
@@ -164,11 +171,9 @@ func tryBoot(t *testing.T, img string, o bootOpts) (*booted, error) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	unmount, err := mountFUSE(ctx, t, conn, b.mnt, o.readOnly)
-	if err != nil {
+	if b.unmount, err = mountFUSE(ctx, t, conn, b.mnt, cfg.Mount.ReadOnly); err != nil {
 		t.Fatalf("mounting the 9p client: %v", err)
 	}
-	b.unmount = unmount
 	return b, nil
 }
 

@@ -133,33 +133,7 @@ func (v *stVM) mount(disks []stDisk, req wire.MountRequest, pass func(ctx contex
 	cfg.Mount = req
 	cfg.Mount.Disks = serials
 	cfg.Passphrase = pass
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	s, err := session.Start(ctx, cfg)
-	if err != nil {
-		return nil, err
-	}
-	b := &booted{s: s, state: v.state, console: v.console}
-	t.Cleanup(func() {
-		if b.unmount != nil {
-			b.unmount()
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		s.Shutdown(ctx)
-	})
-	b.mnt = filepath.Join(t.TempDir(), "mnt")
-	if err := os.Mkdir(b.mnt, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	conn, err := s.DialNineP(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if b.unmount, err = mountFUSE(ctx, t, conn, b.mnt, req.ReadOnly); err != nil {
-		t.Fatalf("mounting the 9p client: %v", err)
-	}
-	return b, nil
+	return startMounted(t, cfg, v.state, v.console)
 }
 
 func (v *stVM) mustMount(disks []stDisk, req wire.MountRequest, pass func(ctx context.Context, dev, kind string, attempt int) (string, error)) *booted {
