@@ -62,13 +62,15 @@ func TestLsLongRequests(t *testing.T) {
 	if used > 40 {
 		t.Errorf("ls -l of 10,000 files took %d requests, want at most 40", used)
 	}
-	// A second listing is served from the kernel's caches.
+	// A second listing costs no per-entry request: the kernel keeps the
+	// entries and attributes, and at most re-reads the listing (its
+	// cached directory pages can be evicted: 3 batches of 3 requests).
 	before = e.requests()
 	if err := exec.Command("ls", "-l", e.path("big")).Run(); err != nil {
 		t.Fatal(err)
 	}
-	if used := e.requests() - before; used > 5 {
-		t.Errorf("second ls -l took %d requests", used)
+	if used := e.requests() - before; used > 10 {
+		t.Errorf("second ls -l took %d requests, want at most 10", used)
 	}
 }
 
