@@ -42,7 +42,27 @@ type dirHandle struct {
 	eof    bool
 	last   *p9ext.Entry // the entry Readdirent returned last
 	rfid   ninep.Fid    // opened fid for Treaddir
+	// given counts the entries returned since the last batch, plus those
+	// the kernel asked attributes for (READDIRPLUS).
+	given, plus int
+	// fullBytes bounds the next batch with attributes: firstBatchBytes,
+	// doubled after each.
+	fullBytes int
 }
+
+// firstBatchBytes bounds a listing's first batch, which carries
+// attributes: the kernel asks for them with its first readdir requests
+// of a directory only (READDIRPLUS_AUTO), unless it sees lookups. Later
+// batches with attributes double in size.
+const firstBatchBytes = 32 << 10
+
+// After the first batch, a listing goes on with attributes only if the
+// kernel asked for the attributes of more than a quarter of the entries
+// returned since the last batch (ls -l, find -ls read all names first;
+// a program interleaving readdir and stat does not). Otherwise batches
+// carry names and types only (find), so the server reads no inode;
+// lookups of those names are answered by the server, or by the whole
+// listing with attributes read after a few (node.prefetch).
 
 func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
 	d.mu.Lock()
@@ -74,6 +94,7 @@ func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 	}
 	e := &d.buf[d.pos]
 	d.pos++
+	d.given++
 	d.cookie = e.Offset
 	d.last = e
 	mode := uint32(qidMode(e.QID.Type))
@@ -91,15 +112,29 @@ func (d *dirHandle) fill(ctx context.Context) syscall.Errno {
 	d.buf, d.pos = d.buf[:0], 0
 	if f.plus.Load() >= 0 {
 		first := d.cookie == 0
-		b, err := d.readPlus(ctx)
+		names := !first && d.plus*4 <= d.given && f.names.Load() >= 0
+		d.plus, d.given = 0, 0
+		mod := d.n.listEpoch()
+		if first {
+			d.fullBytes = firstBatchBytes
+		}
+		b, err := d.readPlus(ctx, d.fullBytes, names)
+		if err != nil && names && notSupported(err) {
+			f.names.Store(-1)
+			f.log.Debug("server has no names-only READDIRPLUS")
+			names = false
+			b, err = d.readPlus(ctx, d.fullBytes, false)
+		}
+		if !names {
+			d.fullBytes *= 2
+		}
 		if err == nil {
 			f.plus.Store(1)
 			d.buf, d.eof = b.Entries, b.EOF || len(b.Entries) == 0
-			d.n.listBatch(d.buf, first, d.eof)
+			d.n.listBatch(d.buf, first, d.eof, mod)
 			return 0
 		}
-		if !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOSYS) &&
-			!errors.Is(err, syscall.EOPNOTSUPP) && !errors.Is(err, syscall.ENODATA) {
+		if !notSupported(err) {
 			return errno(err)
 		}
 		if f.plus.Load() > 0 {
@@ -115,8 +150,17 @@ func (d *dirHandle) fill(ctx context.Context) syscall.Errno {
 	return d.readPlain(ctx)
 }
 
-// readPlus reads one READDIRPLUS batch: Txattrwalk + Tread + async Tclunk.
-func (d *dirHandle) readPlus(ctx context.Context) (p9ext.Batch, error) {
+// notSupported reports whether a READDIRPLUS request failed because the
+// server does not have it.
+func notSupported(err error) bool {
+	return errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOSYS) ||
+		errors.Is(err, syscall.EOPNOTSUPP) || errors.Is(err, syscall.ENODATA)
+}
+
+// readPlus reads one READDIRPLUS batch: Txattrwalk + Tread + async Tclunk
+// (with attributes: at most fullBytes, 0 for no bound but the message
+// size; names: without attributes, as many as fit in a message).
+func (d *dirHandle) readPlus(ctx context.Context, fullBytes int, names bool) (p9ext.Batch, error) {
 	c := d.n.fsys.c
 	dfidRef, err := d.n.holdFid(ctx)
 	if err != nil {
@@ -125,7 +169,14 @@ func (d *dirHandle) readPlus(ctx context.Context) (p9ext.Batch, error) {
 	defer dfidRef.put()
 	dfid := dfidRef.fid
 	max := min(c.MaxIO(), p9ext.MaxBatchBytes)
-	xf, size, err := c.XattrWalk(ctx, dfid, p9ext.ReaddirPlusName(d.cookie, uint32(max)))
+	if fullBytes > 0 && !names {
+		max = min(max, fullBytes)
+	}
+	req := p9ext.ReaddirPlusName(d.cookie, uint32(max))
+	if names {
+		req = p9ext.ReaddirNamesName(d.cookie, uint32(max))
+	}
+	xf, size, err := c.XattrWalk(ctx, dfid, req)
 	if err != nil {
 		return p9ext.Batch{}, err
 	}
@@ -179,6 +230,7 @@ func (d *dirHandle) readPlain(ctx context.Context) syscall.Errno {
 func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	d.mu.Lock()
 	e := d.last
+	d.plus++
 	d.mu.Unlock()
 	n := d.n
 	if e != nil && e.Name == name && e.Valid.Mode && e.Valid.Size && e.Valid.MTime && e.Valid.NLink {

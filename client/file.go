@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"math"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -17,6 +18,7 @@ type file struct {
 	n     *node
 	fid   ninep.Fid
 	flags uint32
+	wrote atomic.Bool // a write went through the file
 }
 
 // Read reads at off straight into dest (one Tread per MaxIO bytes).
@@ -63,6 +65,7 @@ func (f *file) Write(ctx context.Context, data []byte, off int64) (uint32, sysca
 		}
 		total += n
 	}
+	f.wrote.Store(true)
 	return uint32(total), 0
 }
 
@@ -76,9 +79,21 @@ func (f *file) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 	return errno(f.n.fsys.c.Fsync(ctx, f.fid))
 }
 
-// Release clunks the fid without waiting.
+// Release clunks the fid without waiting. A file written through it
+// first has its attributes read back on it, in the background (the
+// kernel does not wait for a release): the stat that often follows
+// (make, rsync, tar) is then answered from the cache.
 func (f *file) Release(ctx context.Context) syscall.Errno {
-	f.n.fsys.c.Clunk(f.fid)
+	if !f.wrote.Load() {
+		f.n.fsys.c.Clunk(f.fid)
+		return 0
+	}
+	go func() {
+		ctx, cancel := f.n.fsys.reqCtx(context.Background())
+		defer cancel()
+		f.n.refresh(ctx, f.fid)
+		f.n.fsys.c.Clunk(f.fid)
+	}()
 	return 0
 }
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -219,6 +220,54 @@ func TestAppend(t *testing.T) {
 	}
 }
 
+// mmapChildEnv names the file a child process maps (see TestMain).
+const mmapChildEnv = "QMOUNT_TEST_MMAP"
+
+func TestMain(m *testing.M) {
+	if p := os.Getenv(mmapChildEnv); p != "" {
+		if err := mmapWrite(p); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// mmapWrite writes two pages of p through a shared mapping, syncs it and
+// checks that another descriptor reads what was written.
+func mmapWrite(p string) error {
+	const size = 3 * 4096
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	m, err := unix.Mmap(int(f.Fd()), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return err
+	}
+	defer unix.Munmap(m)
+	copy(m[100:], "written through mmap")
+	copy(m[2*4096+5:], "second page")
+	if err := unix.Msync(m, unix.MS_SYNC); err != nil {
+		return fmt.Errorf("msync: %w", err)
+	}
+	g, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	defer g.Close()
+	buf := make([]byte, 20)
+	if _, err := g.ReadAt(buf, 100); err != nil {
+		return err
+	}
+	if string(buf) != "written through mmap" {
+		return fmt.Errorf("read via another descriptor: %q", buf)
+	}
+	return nil
+}
+
 func TestSharedMmap(t *testing.T) {
 	data := t.TempDir()
 	e := mountEnv(t, data)
@@ -227,29 +276,14 @@ func TestSharedMmap(t *testing.T) {
 	if err := os.WriteFile(p, make([]byte, size), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.OpenFile(p, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
+	// The mapping is used by another process: a page fault served by
+	// this process's FUSE server cannot be preempted, so a garbage
+	// collection starting meanwhile would stop the server for good.
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), mmapChildEnv+"="+p)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("mmap in a child process: %v: %s", err, out)
 	}
-	m, err := unix.Mmap(int(f.Fd()), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	if err != nil {
-		t.Fatal(err)
-	}
-	copy(m[100:], "written through mmap")
-	copy(m[2*4096+5:], "second page")
-	if err := unix.Msync(m, unix.MS_SYNC); err != nil {
-		t.Fatal(err)
-	}
-	// Another descriptor sees it.
-	g, _ := os.Open(p)
-	buf := make([]byte, 20)
-	g.ReadAt(buf, 100)
-	g.Close()
-	if string(buf) != "written through mmap" {
-		t.Errorf("read via fd: %q", buf)
-	}
-	unix.Munmap(m)
-	f.Close()
 	// The server's file has it, and so does a fresh mount.
 	native, _ := os.ReadFile(filepath.Join(data, "m"))
 	if string(native[100:120]) != "written through mmap" || string(native[2*4096+5:2*4096+16]) != "second page" {
@@ -558,6 +592,188 @@ func TestListingAnswersLookups(t *testing.T) {
 	}
 	if fi, err := os.Lstat(e.path("d/f000003")); err != nil || fi.Size() != 0 {
 		t.Errorf("untouched file: %v, %v", fi, err)
+	}
+
+	// A directory made through the mount, entries moved in and out,
+	// a hard link, a directory removed: each listing follows.
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.Mkdir(e.path("d/sub"), 0o755))
+	must(os.WriteFile(e.path("d/sub/x"), []byte("x"), 0o644))
+	must(os.Rename(e.path("d/new"), e.path("d/sub/moved")))
+	must(os.Rename(e.path("d/sub/x"), e.path("d/x")))
+	must(os.Link(e.path("d/f000004"), e.path("d/sub/link")))
+	must(os.Mkdir(e.path("d/gone"), 0o755))
+	must(os.Remove(e.path("d/gone")))
+	dropCaches(t)
+	for _, c := range []struct {
+		name string
+		size int64 // -1: absent
+	}{{"d/new", -1}, {"d/sub/moved", 3}, {"d/sub/x", -1}, {"d/x", 1}, {"d/sub/link", 0}, {"d/gone", -1}, {"d/sub/absent", -1}} {
+		fi, err := os.Lstat(e.path(c.name))
+		switch {
+		case c.size < 0 && !errors.Is(err, os.ErrNotExist):
+			t.Errorf("%s: %v, %v; want it absent", c.name, fi, err)
+		case c.size >= 0 && (err != nil || fi.Size() != c.size):
+			t.Errorf("%s: %v, %v; want %d bytes", c.name, fi, err, c.size)
+		}
+	}
+	if fi, err := os.Lstat(e.path("d/f000004")); err != nil || fi.Sys().(*syscall.Stat_t).Nlink != 2 {
+		t.Errorf("linked file: %v, %v; want 2 links", fi, err)
+	}
+	ents, err = os.ReadDir(e.path("d/sub"))
+	if err != nil || len(ents) != 2 {
+		t.Errorf("d/sub lists %v, %v; want moved and link", ents, err)
+	}
+}
+
+// TestCreateRequests: files created in a directory made through the
+// mount need no lookup of their names (the directory's listing is known
+// complete) and no xattr request (the kernel's security.capability
+// check before a write is answered from the parent having no default
+// ACL); their attributes are read back when they are closed, so a stat
+// after costs nothing; stat of many names of a directory never listed
+// reads its listing instead of one lookup each.
+func TestCreateRequests(t *testing.T) {
+	data := t.TempDir()
+	if err := os.Mkdir(filepath.Join(data, "old"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	makeFiles(t, filepath.Join(data, "old"), "f", 3000)
+	e := mountEnv(t, data)
+	if err := os.Mkdir(e.path("new"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const n = 1000
+	content := bytes.Repeat([]byte("c"), 4096)
+	before := e.m.Client().Stats()
+	for i := 0; i < n; i++ {
+		if err := os.WriteFile(e.path(fmt.Sprintf("new/f%04d", i)), content, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after := e.m.Client().Stats()
+	per := float64(after.Total-before.Total) / n
+	t.Logf("create + write + close: %.1f requests per file %v", per, after.ByType)
+	for _, typ := range []string{"Twalkgetattr", "Txattrwalk"} {
+		if d := after.ByType[typ] - before.ByType[typ]; d > 5 {
+			t.Errorf("%d %s requests for %d new files, want none per file", d, typ, n)
+		}
+	}
+	// Twalk, Tlcreate, Tgetattr of the file and of the directory (in
+	// parallel), Twrite, Tgetattr on close, Tclunk.
+	if per > 7 {
+		t.Errorf("%.1f requests per new file, want at most 7", per)
+	}
+
+	before = e.m.Client().Stats()
+	for i := 0; i < n; i++ {
+		fi, err := os.Stat(e.path(fmt.Sprintf("new/f%04d", i)))
+		if err != nil || fi.Size() != int64(len(content)) {
+			t.Fatalf("stat of a new file: %v, %v", fi, err)
+		}
+	}
+	// Closes are released in the background: the last few may still be
+	// reading their attributes back.
+	if used := e.m.Client().Stats().Total - before.Total; used > 50 {
+		t.Errorf("stat of %d files just written took %d requests, want almost none", n, used)
+	}
+
+	before = e.m.Client().Stats()
+	for i := 0; i < 3000; i++ {
+		if _, err := os.Lstat(e.path(fmt.Sprintf("old/f%06d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := os.Lstat(e.path("old/absent")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("absent name: %v", err)
+	}
+	after = e.m.Client().Stats()
+	t.Logf("stat of 3,000 names never listed: %d requests %v", after.Total-before.Total, after.ByType)
+	if used := after.Total - before.Total; used > 40 {
+		t.Errorf("stat of 3,000 names of a directory never listed took %d requests, want at most 40", used)
+	}
+}
+
+// TestFindTypes: find reads listings without attributes after their
+// first batch (the server reads no inode); the types it sees (find
+// -type uses the directory entries' types) and names are those of the
+// files, and ls -l afterwards still costs a few dozen requests.
+func TestFindTypes(t *testing.T) {
+	data := t.TempDir()
+	for d := 0; d < 3; d++ {
+		dir := filepath.Join(data, fmt.Sprintf("d%d", d))
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		makeFiles(t, dir, "f", 4000)
+		for i := 0; i < 300; i++ {
+			p := filepath.Join(dir, fmt.Sprintf("z%03d", i))
+			var err error
+			switch i % 4 {
+			case 0:
+				err = os.Mkdir(p, 0o700)
+			case 1:
+				err = os.Symlink("f000001", p)
+			case 2:
+				err = unix.Mkfifo(p, 0o600)
+			default:
+				err = unix.Mknod(p, unix.S_IFSOCK|0o600, 0)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	e := mountEnv(t, data)
+	dropCaches(t)
+	list := func(root string) string {
+		t.Helper()
+		out, err := exec.Command("find", root, "-printf", "%y %P\n").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		sort.Strings(lines)
+		return strings.Join(lines, "\n")
+	}
+	before := e.m.Client().Stats()
+	got, want := list(e.mnt), list(data)
+	after := e.m.Client().Stats()
+	if got != want {
+		t.Errorf("find through the mount differs from find on the directory (%d vs %d bytes)", len(got), len(want))
+	}
+	t.Logf("find over %d entries: %d requests %v", strings.Count(want, "\n")+1, after.Total-before.Total, after.ByType)
+	for _, typ := range []string{"f", "d", "l", "p", "s"} {
+		out, err := exec.Command("find", e.mnt, "-type", typ).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantOut, _ := exec.Command("find", data, "-type", typ).Output()
+		if g, w := bytes.Count(out, []byte("\n")), bytes.Count(wantOut, []byte("\n")); g != w {
+			t.Errorf("find -type %s: %d entries through the mount, %d on the directory", typ, g, w)
+		}
+	}
+	before = e.m.Client().Stats()
+	out, err := exec.Command("ls", "-l", e.path("d1")).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lines := strings.Count(string(out), "\n"); lines != 4301 {
+		t.Errorf("ls -l printed %d lines, want 4301", lines)
+	}
+	// ls -l reads the 75 symlinks' targets (Twalk, Treadlink, Tclunk
+	// each); entries cost no lookup.
+	after = e.m.Client().Stats()
+	if used := after.Total - before.Total; used > 40+3*75 {
+		t.Errorf("ls -l after find took %d requests, want at most %d", used, 40+3*75)
+	}
+	if lookups := after.ByType["Twalkgetattr"] - before.ByType["Twalkgetattr"]; lookups > 10 {
+		t.Errorf("ls -l after find sent %d lookups, want the listing read instead", lookups)
 	}
 }
 

@@ -29,8 +29,9 @@ type fsys struct {
 	inos    map[uint64]*inoState
 	nextGen uint64
 
-	// plus: 0 unknown, 1 the server answers READDIRPLUS, -1 it does not.
-	plus atomic.Int32
+	// plus: 0 unknown, 1 the server answers READDIRPLUS, -1 it does not;
+	// names: -1 if it has no names-only batches.
+	plus, names atomic.Int32
 }
 
 // inoState tracks one inode number while a node has it: the FUSE
@@ -57,13 +58,19 @@ type node struct {
 	attrValid bool
 	attrGen   uint64 // bumped by every invalidation
 	xattrs    []string
-	// listing: this directory's entries from READDIRPLUS batches, valid
-	// while listGen == attrGen and for listingTTL after listAt.
+	// listing: this directory's entries, from READDIRPLUS batches and
+	// kept up to date by every change of its entries made through the
+	// mount. A nil entry is a name known to exist whose attributes are
+	// not known. listMod counts those changes (a batch fetched while one
+	// happened is not trusted).
 	listing      map[string]*p9ext.Entry
-	listGen      uint64
 	listAt       time.Time
 	listComplete bool
-	xattrsOK     bool // xattrs is the complete list of names
+	listMod      uint64
+	tooBig       bool        // the listing exceeded maxListing
+	misses       int         // lookups sent to the server since the last prefetch
+	prefetching  atomic.Bool // a prefetch of the listing is running
+	xattrsOK     bool        // xattrs is the complete list of names
 	target       string
 	// openStamp: mtime and size seen at the last open, to keep the
 	// kernel's page cache when nothing changed.
@@ -259,74 +266,212 @@ func (n *node) setAttr(qid p9.QID, valid p9.AttrMask, attr p9.Attr) {
 }
 
 // invalidate forgets the cached attributes (after a change), and what
-// the parent's listing says of this file.
+// the parent's listing says of them (the name stays listed).
 func (n *node) invalidate() {
 	n.mu.Lock()
 	n.attrValid = false
 	n.attrGen++
-	n.listing = nil
 	n.mu.Unlock()
 	if name, p := n.Parent(); p != nil {
 		if pn, ok := p.Operations().(*node); ok {
 			pn.mu.Lock()
-			delete(pn.listing, name)
-			pn.listComplete = false
+			if _, ok := pn.listing[name]; ok {
+				pn.listing[name] = nil
+			}
 			pn.mu.Unlock()
 		}
 	}
 }
 
-// listingTTL bounds how long a directory listing answers lookups (a
-// file reached by another hard link may change meanwhile).
+// listingTTL bounds how long a listed entry with several links answers
+// lookups (a change through another of its names updates only that
+// name's directory). Other entries and absent names are kept up to
+// date by the operations made through the mount.
 const listingTTL = 10 * time.Second
 
 // maxListing bounds the entries a directory's listing keeps.
 const maxListing = 1 << 16
 
-// listBatch records a READDIRPLUS batch of this directory (first: it
-// starts at offset 0; eof: the listing is complete after it), so that
-// lookups after a readdir (ls -l, find -ls) need no request. The
-// kernel's READDIRPLUS_AUTO mode asks for attributes only in the first
-// readdir request of a directory: the lookups that follow are answered
-// here.
-func (n *node) listBatch(entries []p9ext.Entry, first, eof bool) {
+// listEpoch returns the count of changes of the directory's entries, to
+// be passed to listBatch with a batch fetched after it was read.
+func (n *node) listEpoch() uint64 {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	return n.listMod
+}
+
+// listBatch records a READDIRPLUS batch of this directory (first: it
+// starts at offset 0; eof: the listing is complete after it; mod: the
+// listEpoch before the batch was asked for), so that lookups after a
+// readdir (ls -l, find -ls) need no request. The kernel's
+// READDIRPLUS_AUTO mode asks for attributes only in the first readdir
+// request of a directory: the lookups that follow are answered here. It
+// reports whether the listing is still being built.
+func (n *node) listBatch(entries []p9ext.Entry, first, eof bool, mod uint64) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.listMod != mod {
+		// The entries changed while the batch was in flight: it may
+		// predate the change.
+		n.listing = nil
+		return false
+	}
 	if first {
 		n.listing = make(map[string]*p9ext.Entry, len(entries))
-		n.listGen, n.listAt, n.listComplete = n.attrGen, time.Now(), false
+		n.listAt, n.listComplete, n.misses = time.Now(), false, 0
 	}
-	if n.listing == nil || n.listGen != n.attrGen {
-		return
+	if n.listing == nil {
+		return false
 	}
 	for i := range entries {
 		e := &entries[i]
-		if !(e.Valid.Mode && e.Valid.Size && e.Valid.MTime && e.Valid.NLink) {
-			continue
-		}
 		if len(n.listing) >= maxListing {
-			n.listing = nil // too big to keep whole
-			return
+			n.listing, n.tooBig = nil, true // too big to keep whole
+			return false
+		}
+		if !(e.Valid.Mode && e.Valid.Size && e.Valid.MTime && e.Valid.NLink) {
+			n.listing[e.Name] = nil
+			continue
 		}
 		c := *e
 		c.Xattrs = slices.Clone(e.Xattrs)
 		n.listing[e.Name] = &c
 	}
 	n.listComplete = eof
+	return true
 }
 
 // listed answers a lookup of name from the directory's listing: the
-// entry if listed, or absent (true) if the complete listing lacks it.
+// entry if listed with attributes, or absent (true) if the complete
+// listing lacks it.
 func (n *node) listed(name string) (e *p9ext.Entry, absent bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.listing == nil || n.listGen != n.attrGen || time.Since(n.listAt) > listingTTL {
+	if n.listing == nil {
 		return nil, false
 	}
-	if e := n.listing[name]; e != nil {
-		return e, false
+	e, ok := n.listing[name]
+	if !ok {
+		return nil, n.listComplete
 	}
-	return nil, n.listComplete
+	if e != nil && e.Attr.NLink > 1 && !e.Attr.Mode.IsDir() && time.Since(n.listAt) > listingTTL {
+		return nil, false
+	}
+	return e, false
+}
+
+// listSet records that name now is in the directory (e: its attributes,
+// or nil if unknown) or, with gone, that it is not.
+func (n *node) listSet(name string, e *p9ext.Entry, gone bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.listMod++
+	if n.listing == nil {
+		return
+	}
+	if gone {
+		delete(n.listing, name)
+		return
+	}
+	if _, ok := n.listing[name]; !ok && len(n.listing) >= maxListing {
+		n.listing, n.tooBig = nil, true
+		return
+	}
+	if e != nil {
+		c := *e
+		c.Name = name
+		c.Xattrs = slices.Clone(e.Xattrs)
+		e = &c
+	}
+	n.listing[name] = e
+}
+
+// listDrop forgets the listing: a change of the entries failed, so
+// what it did is not known.
+func (n *node) listDrop() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.listMod++
+	n.listing = nil
+}
+
+// listNew starts the listing of a directory just made through the
+// mount: complete and empty.
+func (n *node) listNew() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.listing = map[string]*p9ext.Entry{}
+	n.listAt, n.listComplete, n.tooBig, n.misses = time.Now(), true, false, 0
+}
+
+// entry returns the node's cached attributes as a listing entry (nil if
+// they are not valid).
+func (n *node) entry() *p9ext.Entry {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.attrValid {
+		return nil
+	}
+	return &p9ext.Entry{QID: n.qid, Valid: p9.AttrMask{Mode: true, NLink: true, UID: true, GID: true,
+		RDev: true, ATime: true, MTime: true, CTime: true, INo: true, Size: true, Blocks: true},
+		Attr: n.attr, Xattrs: n.xattrs, XattrsKnown: n.xattrsOK}
+}
+
+// prefetchAfter is the number of lookups a directory answers one by one
+// from the server (no listing, or names without attributes) before it
+// reads its whole listing with attributes instead (stat of many names in
+// a directory that was not listed, ls -l after a listing of names: one
+// request per batch of entries, not one per name).
+const prefetchAfter = 4
+
+// prefetchMaxSize bounds the size (as the file system reports it) of
+// directories whose listing is prefetched.
+const prefetchMaxSize = 2 << 20
+
+// missed counts a lookup sent to the server, and reports whether the
+// listing should now be read.
+func (n *node) missed() bool {
+	if n.fsys.plus.Load() < 0 {
+		return false
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.tooBig || (n.attrValid && n.attr.Size > prefetchMaxSize) {
+		return false
+	}
+	n.misses++
+	if n.misses < prefetchAfter {
+		return false
+	}
+	n.misses = 0
+	return true
+}
+
+// prefetch reads the directory's whole listing in READDIRPLUS batches
+// (one at a time per directory).
+func (n *node) prefetch(ctx context.Context) {
+	if !n.prefetching.CompareAndSwap(false, true) {
+		return
+	}
+	defer n.prefetching.Store(false)
+	d := &dirHandle{n: n, rfid: ninep.NoFid}
+	for first := true; ; first = false {
+		mod := n.listEpoch()
+		b, err := d.readPlus(ctx, 0, false)
+		if err != nil {
+			if notSupported(err) && n.fsys.plus.Load() == 0 {
+				n.fsys.plus.Store(-1)
+			}
+			n.listDrop()
+			return
+		}
+		n.fsys.plus.Store(1)
+		eof := b.EOF || len(b.Entries) == 0
+		if !n.listBatch(b.Entries, first, eof, mod) || eof {
+			return
+		}
+		d.cookie = b.Entries[len(b.Entries)-1].Offset
+	}
 }
 
 // holdFid returns the node's fid, walking from its parent if it has
@@ -384,6 +529,37 @@ func (n *node) walkFromParent(ctx context.Context, qid p9.QID) (ninep.Fid, error
 	return nf, nil
 }
 
+// walkGetattrFromParent reads the node's attributes with a Twalkgetattr
+// of its name from its parent, checking that the name still leads to the
+// same file.
+func (n *node) walkGetattrFromParent(ctx context.Context, qid p9.QID) (p9.QID, p9.AttrMask, p9.Attr, error) {
+	name, parent := n.Parent()
+	if parent == nil {
+		return p9.QID{}, p9.AttrMask{}, p9.Attr{}, syscall.ESTALE
+	}
+	pn, ok := parent.Operations().(*node)
+	if !ok {
+		return p9.QID{}, p9.AttrMask{}, p9.Attr{}, syscall.EIO
+	}
+	pr, err := pn.holdFid(ctx)
+	if err != nil {
+		return p9.QID{}, p9.AttrMask{}, p9.Attr{}, err
+	}
+	defer pr.put()
+	nf, qids, valid, attr, err := n.fsys.c.WalkGetattr(ctx, pr.fid, []string{name})
+	if err != nil {
+		if errors.Is(err, syscall.ENOENT) {
+			err = syscall.ESTALE
+		}
+		return p9.QID{}, p9.AttrMask{}, p9.Attr{}, err
+	}
+	n.fsys.c.Clunk(nf)
+	if qids[0].Path != qid.Path {
+		return p9.QID{}, p9.AttrMask{}, p9.Attr{}, syscall.ESTALE
+	}
+	return qids[0], valid, attr, nil
+}
+
 // openFid returns a new fid for the node, for opening; the caller owns
 // it.
 func (n *node) openFid(ctx context.Context) (ninep.Fid, error) {
@@ -400,19 +576,36 @@ func (n *node) openFid(ctx context.Context) (ninep.Fid, error) {
 
 // refresh fetches the attributes with Tgetattr on fid (the node's if
 // NoFid) and stores them unless they were invalidated meanwhile.
+// A file without a fid of its own (not a directory) is asked with one
+// Twalkgetattr from its parent instead of a walk and a Tgetattr.
 func (n *node) refresh(ctx context.Context, fid ninep.Fid) (p9.Attr, error) {
-	if fid == ninep.NoFid {
-		r, err := n.holdFid(ctx)
-		if err != nil {
-			return p9.Attr{}, err
-		}
-		defer r.put()
-		fid = r.fid
-	}
 	n.mu.Lock()
-	gen := n.attrGen
+	gen, qid0 := n.attrGen, n.qid
 	n.mu.Unlock()
-	qid, valid, attr, err := n.fsys.c.Getattr(ctx, fid, p9.AttrMaskAll)
+	var (
+		qid   p9.QID
+		valid p9.AttrMask
+		attr  p9.Attr
+		err   error
+	)
+	if fid == ninep.NoFid {
+		if r := n.fids.hold(); r != nil {
+			defer r.put()
+			fid = r.fid
+		} else if !n.IsDir() && !n.IsRoot() {
+			qid, valid, attr, err = n.walkGetattrFromParent(ctx, qid0)
+		} else {
+			r, err := n.holdFid(ctx)
+			if err != nil {
+				return p9.Attr{}, err
+			}
+			defer r.put()
+			fid = r.fid
+		}
+	}
+	if fid != ninep.NoFid {
+		qid, valid, attr, err = n.fsys.c.Getattr(ctx, fid, p9.AttrMaskAll)
+	}
 	if err != nil {
 		return p9.Attr{}, err
 	}
@@ -427,6 +620,20 @@ func (n *node) refresh(ctx context.Context, fid ninep.Fid) (p9.Attr, error) {
 	}
 	n.mu.Unlock()
 	return attr, nil
+}
+
+// refreshBehind fetches the node's attributes in the background (after
+// a change made through it, e.g. a directory's mtime after a create, so
+// the kernel's next GETATTR is answered from the cache) and returns a
+// function waiting for it. The request travels alongside the caller's
+// next one instead of after it.
+func (n *node) refreshBehind(ctx context.Context) (wait func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		n.refresh(ctx, ninep.NoFid)
+	}()
+	return func() { <-done }
 }
 
 // cachedAttr returns the cached attributes, fetching them if invalid.

@@ -38,18 +38,17 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	if e := nameErr(name); e != 0 {
 		return nil, e
 	}
-	if e, absent := n.listed(name); e != nil {
-		child := n.fsys.newChild(ctx, n, name, e.QID, e.Valid, e.Attr, ninep.NoFid)
-		if e.XattrsKnown {
-			child.setXattrNames(slices.Clone(e.Xattrs))
-		}
-		child.fillEntry(out, &e.Attr)
-		return child.EmbeddedInode(), 0
-	} else if absent {
-		return nil, syscall.ENOENT
+	if ch, e, ok := n.lookupListed(ctx, name, out); ok {
+		return ch, e
 	}
 	ctx, cancel := n.fsys.reqCtx(ctx)
 	defer cancel()
+	if n.missed() {
+		n.prefetch(ctx)
+		if ch, e, ok := n.lookupListed(ctx, name, out); ok {
+			return ch, e
+		}
+	}
 	dfidRef, err := n.holdFid(ctx)
 	if err != nil {
 		return nil, errno(err)
@@ -67,6 +66,24 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	child := n.fsys.newChild(ctx, n, name, qids[0], valid, attr, nf)
 	child.fillEntry(out, &attr)
 	return child.EmbeddedInode(), 0
+}
+
+// lookupListed answers a lookup from the directory's listing, if it can
+// (ok).
+func (n *node) lookupListed(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno, bool) {
+	e, absent := n.listed(name)
+	if absent {
+		return nil, syscall.ENOENT, true
+	}
+	if e == nil {
+		return nil, 0, false
+	}
+	child := n.fsys.newChild(ctx, n, name, e.QID, e.Valid, e.Attr, ninep.NoFid)
+	if e.XattrsKnown {
+		child.setXattrNames(slices.Clone(e.Xattrs))
+	}
+	child.fillEntry(out, &e.Attr)
+	return child.EmbeddedInode(), 0, true
 }
 
 // Getattr answers from the node's cache, or asks the server.
@@ -246,21 +263,27 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	uid, gid := n.fsys.caller(ctx)
 	qid, _, err := c.Create(ctx, fid, name, openFlags(flags), p9.FileMode(mode&07777), uid, gid)
 	if err != nil {
+		n.listDrop()
 		c.Clunk(fid)
 		return nil, nil, 0, errno(err)
 	}
 	if mode&06000 != 0 {
 		if err := n.fsys.chmodSetID(ctx, fid, mode); err != nil {
+			n.listDrop()
 			c.Clunk(fid)
 			return nil, nil, 0, errno(err)
 		}
 	}
+	wait := n.refreshBehind(ctx)
 	_, valid, attr, err := c.Getattr(ctx, fid, p9.AttrMaskAll)
+	wait()
 	if err != nil {
+		n.listDrop()
 		c.Clunk(fid)
 		return nil, nil, 0, errno(err)
 	}
 	child := n.fsys.newChild(ctx, n, name, qid, valid, attr, ninep.NoFid)
+	n.born(ctx, name, child)
 	child.fillEntry(out, &attr)
 	child.keepCache()
 	return child.EmbeddedInode(), &file{n: child, fid: fid, flags: flags}, 0, 0
@@ -269,13 +292,35 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 // made finishes Mkdir, Symlink and Mknod: one Twalkgetattr for the
 // attributes of what was made.
 func (n *node) made(ctx context.Context, dfid ninep.Fid, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	wait := n.refreshBehind(ctx)
 	nf, qids, valid, attr, err := n.fsys.c.WalkGetattr(ctx, dfid, []string{name})
+	wait()
 	if err != nil {
+		n.listDrop()
 		return nil, errno(err)
 	}
 	child := n.fsys.newChild(ctx, n, name, qids[0], valid, attr, nf)
+	if child.IsDir() {
+		child.listNew()
+	}
+	n.born(ctx, name, child)
 	child.fillEntry(out, &attr)
 	return child.EmbeddedInode(), 0
+}
+
+// aclDefault is the xattr of a directory's default ACL, which new
+// entries inherit as xattrs of their own.
+const aclDefault = "system.posix_acl_default"
+
+// born records child, just made as name in n: in n's listing, and, when
+// n has no default ACL, that the child has no xattrs (the kernel asks
+// for security.capability before every write of a file; this answers
+// it without a request). n's xattr names are read once if not known.
+func (n *node) born(ctx context.Context, name string, child *node) {
+	if names, err := n.xattrNames(ctx); err == nil && !slices.Contains(names, aclDefault) {
+		child.setXattrNames([]string{})
+	}
+	n.listSet(name, child.entry(), false)
 }
 
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
@@ -293,16 +338,19 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	n.invalidate()
 	uid, gid := n.fsys.caller(ctx)
 	if _, err := n.fsys.c.Mkdir(ctx, dfid, name, p9.FileMode(mode&07777), uid, gid); err != nil {
+		n.listDrop()
 		return nil, errno(err)
 	}
 	if mode&06000 != 0 {
 		fid, _, err := n.fsys.c.Walk(ctx, dfid, []string{name})
 		if err != nil {
+			n.listDrop()
 			return nil, errno(err)
 		}
 		err = n.fsys.chmodSetID(ctx, fid, mode)
 		n.fsys.c.Clunk(fid)
 		if err != nil {
+			n.listDrop()
 			return nil, errno(err)
 		}
 	}
@@ -324,6 +372,7 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 	n.invalidate()
 	uid, gid := n.fsys.caller(ctx)
 	if _, err := n.fsys.c.Symlink(ctx, dfid, name, target, uid, gid); err != nil {
+		n.listDrop()
 		return nil, errno(err)
 	}
 	return n.made(ctx, dfid, name, out)
@@ -345,6 +394,7 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 	n.invalidate()
 	uid, gid := n.fsys.caller(ctx)
 	if _, err := n.fsys.c.Mknod(ctx, dfid, name, p9.FileMode(mode), major, minor, uid, gid); err != nil {
+		n.listDrop()
 		return nil, errno(err)
 	}
 	return n.made(ctx, dfid, name, out)
@@ -375,12 +425,15 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	n.invalidate()
 	tn.invalidate()
 	if err := n.fsys.c.Link(ctx, dfid, tfid, name); err != nil {
+		n.listDrop()
 		return nil, errno(err)
 	}
 	a, err := tn.refresh(ctx, tfid)
 	if err != nil {
+		n.listDrop()
 		return nil, errno(err)
 	}
+	n.listSet(name, tn.entry(), false)
 	tn.fillEntry(out, &a)
 	return tn.EmbeddedInode(), 0
 }
@@ -459,8 +512,10 @@ func (n *node) unlink(ctx context.Context, name string, flags uint32) syscall.Er
 	defer dfidRef.put()
 	dfid := dfidRef.fid
 	if err := n.fsys.c.UnlinkAt(ctx, dfid, name, flags); err != nil {
+		n.listDrop()
 		return errno(err)
 	}
+	n.listSet(name, nil, true)
 	n.removed(name, flags&atRemoveDir != 0)
 	return 0
 }
@@ -523,7 +578,13 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	n.invalidate()
 	np.invalidate()
 	if err := c.RenameAt(ctx, ofid, name, nfid, newName); err != nil {
+		n.listDrop()
+		np.listDrop()
 		return errno(err)
+	}
+	if n != np || name != newName {
+		n.listSet(name, nil, true)
+		np.listSet(newName, nil, false)
 	}
 	if moved != nil {
 		moved.invalidate() // ctime

@@ -198,9 +198,12 @@ func (f *file) plusStream() (*dirStream, error) {
 // entries after cookie off, with attributes (fstatat AT_SYMLINK_NOFOLLOW)
 // and xattr names (llistxattr through /proc; XattrsKnown is false where
 // that is not possible), in a batch of at most maxBytes, using the same
-// cookies as Readdir. It fails with ERANGE when not even the next entry
-// fits.
-func (f *file) readdirPlus(off uint64, maxBytes uint32) ([]byte, error) {
+// cookies as Readdir. With namesOnly, entries carry their QID and, as
+// their only attribute, the file type (Valid.Mode with the S_IFMT bits of
+// Attr.Mode), both from the directory entry: no inode is read, except for
+// the type where the file system does not record it. It fails with
+// ERANGE when not even the next entry fits.
+func (f *file) readdirPlus(off uint64, maxBytes uint32, namesOnly bool) ([]byte, error) {
 	if !f.isDir() {
 		return nil, linux.ENOTDIR
 	}
@@ -233,7 +236,17 @@ func (f *file) readdirPlus(off uint64, maxBytes uint32) ([]byte, error) {
 			continue
 		}
 		ent := p9ext.Entry{Name: e.name, Offset: e.off}
-		if st, err := statxAt(d.fd, e.name); err == nil {
+		typ, typeKnown := dtQIDType(e.typ)
+		if namesOnly && typeKnown {
+			mode := p9.FileMode(uint32(e.typ) << 12) // DT_* << 12 == S_IF*
+			ent.QID = f.fs.qid(f.dev, e.ino, uint32(mode))
+			ent.Type = ent.QID.Type
+			ent.Valid.Mode, ent.Attr.Mode = true, mode
+		} else if st, err := statxAt(d.fd, e.name); err == nil && namesOnly {
+			ent.QID = f.fs.qid(stxDev(&st), st.Ino, uint32(st.Mode))
+			ent.Type = ent.QID.Type
+			ent.Valid.Mode, ent.Attr.Mode = true, p9.FileMode(st.Mode&unix.S_IFMT)
+		} else if err == nil {
 			ent.Valid, ent.Attr = attrFromStatx(&st)
 			ent.QID = f.fs.qid(stxDev(&st), st.Ino, uint32(st.Mode))
 			ent.Type = ent.QID.Type
@@ -246,7 +259,6 @@ func (f *file) readdirPlus(off uint64, maxBytes uint32) ([]byte, error) {
 			}
 		} else {
 			// Removed since getdents: list it without attributes.
-			typ, _ := dtQIDType(e.typ)
 			ent.Type = typ
 			ent.QID = p9.QID{Type: typ, Path: f.fs.qidPath(f.dev, e.ino)}
 		}

@@ -259,11 +259,15 @@ func TestReaddirPlus(t *testing.T) {
 	must(t, rc.walk(1, 2)) // a long-lived directory fid, never opened
 	base := srv.OpenFiles()
 
-	readAll := func(start uint64, max uint32) ([]p9ext.Entry, int) {
+	readAllAs := func(start uint64, max uint32, names bool) ([]p9ext.Entry, int) {
 		var all []p9ext.Entry
 		cookie, batches := start, 0
 		for {
-			b, err := rc.getXattr(2, p9ext.ReaddirPlusName(cookie, max))
+			req := p9ext.ReaddirPlusName(cookie, max)
+			if names {
+				req = p9ext.ReaddirNamesName(cookie, max)
+			}
+			b, err := rc.getXattr(2, req)
 			if err != nil {
 				t.Fatalf("readdirplus at %d: %v", cookie, err)
 			}
@@ -282,6 +286,7 @@ func TestReaddirPlus(t *testing.T) {
 			cookie = batch.Entries[len(batch.Entries)-1].Offset
 		}
 	}
+	readAll := func(start uint64, max uint32) ([]p9ext.Entry, int) { return readAllAs(start, max, false) }
 	entries, batches := readAll(0, 64<<10)
 	if batches < 3 {
 		t.Errorf("only %d batches of 64 KiB for %d entries", batches, len(entries))
@@ -340,6 +345,27 @@ func TestReaddirPlus(t *testing.T) {
 			t.Errorf("%s: readdirplus cookie %d, readdir cookie %d", e.Name, e.Offset, cookies[e.Name])
 		}
 	}
+	// Names only: the same entries and cookies, each with its QID and
+	// file type and no other attribute.
+	named, _ := readAllAs(0, 64<<10, true)
+	if len(named) != len(entries) {
+		t.Errorf("names-only listing has %d entries, want %d", len(named), len(entries))
+	}
+	for i, e := range named {
+		if i >= len(entries) {
+			break
+		}
+		full := entries[i]
+		if e.Name != full.Name || e.Offset != full.Offset || e.QID != full.QID || e.Type != full.Type {
+			t.Errorf("names-only %q (off %d qid %v type %v), full %q (off %d qid %v type %v)",
+				e.Name, e.Offset, e.QID, e.Type, full.Name, full.Offset, full.QID, full.Type)
+		}
+		if e.Valid != (p9.AttrMask{Mode: true}) || e.Attr.Mode != full.Attr.Mode&p9.FileModeMask || e.XattrsKnown {
+			t.Errorf("names-only %q: valid %v mode %o xattrs known %v; want the type %o alone",
+				e.Name, e.Valid, e.Attr.Mode, e.XattrsKnown, full.Attr.Mode&p9.FileModeMask)
+		}
+	}
+
 	mid := len(entries) / 2
 	rest, _ := readAll(entries[mid].Offset, 1<<20)
 	if len(rest) != len(entries)-mid-1 || rest[0].Name != entries[mid+1].Name {

@@ -35,15 +35,16 @@ func (f *file) xattrTarget() (fd int, path string, err error) {
 }
 
 // GetXattr implements p9.File.GetXattr. On a directory, a name accepted
-// by p9ext.ParseReaddirPlusName returns a READDIRPLUS batch instead of an
+// by p9ext.ParseReaddirPlusName returns a READDIRPLUS batch (or one of
+// names only) instead of an
 // attribute. On success it takes a reference (see file).
 func (f *file) GetXattr(name string) ([]byte, error) {
 	var (
 		b   []byte
 		err error
 	)
-	if off, max, ok := p9ext.ParseReaddirPlusName(name); ok && f.isDir() {
-		b, err = f.readdirPlus(off, max)
+	if off, max, namesOnly, ok := p9ext.ParseReaddirPlusName(name); ok && f.isDir() {
+		b, err = f.readdirPlus(off, max, namesOnly)
 	} else {
 		b, err = f.getxattr(name)
 	}

@@ -10,6 +10,12 @@
 //     names of its extended attributes. Real xattr names always carry a
 //     namespace prefix ("user.", "trusted.", "security.", "system."), so
 //     the name can never collide with a real attribute.
+//   - READDIR of names: the same request with ReaddirNamesName lists
+//     entries without reading their inodes (QID and file type from the
+//     directory entry: only Valid.Mode is set, and only Attr.Mode's S_IFMT
+//     bits): what find needs, at the cost of a
+//     plain getdents on the server. A server without it answers the name
+//     as an unknown xattr (an error), and the client asks for full batches.
 //
 // The batch encoding is little-endian and versioned by its magic.
 package p9ext
@@ -51,29 +57,40 @@ func ReaddirPlusName(offset uint64, maxBytes uint32) string {
 	return ReaddirPlusPrefix + strconv.FormatUint(offset, 10) + ":" + strconv.FormatUint(uint64(maxBytes), 10)
 }
 
-// ParseReaddirPlusName is the inverse of ReaddirPlusName. ok is false when
-// name is not a READDIRPLUS request.
-func ParseReaddirPlusName(name string) (offset uint64, maxBytes uint32, ok bool) {
+// namesSuffix ends a ReaddirNamesName.
+const namesSuffix = ":names"
+
+// ReaddirNamesName is the xattr name that asks for the entries after the
+// cookie offset like ReaddirPlusName, without attributes.
+func ReaddirNamesName(offset uint64, maxBytes uint32) string {
+	return ReaddirPlusName(offset, maxBytes) + namesSuffix
+}
+
+// ParseReaddirPlusName is the inverse of ReaddirPlusName and
+// ReaddirNamesName (namesOnly). ok is false when name is not a
+// READDIRPLUS request.
+func ParseReaddirPlusName(name string) (offset uint64, maxBytes uint32, namesOnly, ok bool) {
 	rest, found := strings.CutPrefix(name, ReaddirPlusPrefix)
 	if !found {
-		return 0, 0, false
+		return 0, 0, false, false
 	}
+	rest, namesOnly = strings.CutSuffix(rest, namesSuffix)
 	o, m, found := strings.Cut(rest, ":")
 	if !found {
-		return 0, 0, false
+		return 0, 0, false, false
 	}
 	off, err := strconv.ParseUint(o, 10, 64)
 	if err != nil {
-		return 0, 0, false
+		return 0, 0, false, false
 	}
 	mb, err := strconv.ParseUint(m, 10, 32)
 	if err != nil || mb == 0 {
-		return 0, 0, false
+		return 0, 0, false, false
 	}
 	if mb > MaxBatchBytes {
 		mb = MaxBatchBytes
 	}
-	return off, uint32(mb), true
+	return off, uint32(mb), namesOnly, true
 }
 
 // Entry is one directory entry with its attributes.

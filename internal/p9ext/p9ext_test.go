@@ -13,14 +13,20 @@ func TestNameRoundTrip(t *testing.T) {
 		off uint64
 		max uint32
 	}{{0, 1}, {42, 65536}, {^uint64(0), 1 << 20}} {
-		name := ReaddirPlusName(tc.off, tc.max)
-		off, max, ok := ParseReaddirPlusName(name)
-		if !ok || off != tc.off || max != tc.max {
-			t.Errorf("ParseReaddirPlusName(%q) = %d, %d, %v; want %d, %d", name, off, max, ok, tc.off, tc.max)
+		for _, names := range []bool{false, true} {
+			name := ReaddirPlusName(tc.off, tc.max)
+			if names {
+				name = ReaddirNamesName(tc.off, tc.max)
+			}
+			off, max, namesOnly, ok := ParseReaddirPlusName(name)
+			if !ok || off != tc.off || max != tc.max || namesOnly != names {
+				t.Errorf("ParseReaddirPlusName(%q) = %d, %d, %v, %v; want %d, %d, %v", name, off, max, namesOnly, ok, tc.off, tc.max, names)
+			}
 		}
 	}
-	for _, bad := range []string{"", "user.x", ReaddirPlusPrefix, ReaddirPlusPrefix + "1", ReaddirPlusPrefix + "x:1", ReaddirPlusPrefix + "1:0", ReaddirPlusPrefix + "1:-1"} {
-		if _, _, ok := ParseReaddirPlusName(bad); ok {
+	for _, bad := range []string{"", "user.x", ReaddirPlusPrefix, ReaddirPlusPrefix + "1", ReaddirPlusPrefix + "x:1",
+		ReaddirPlusPrefix + "1:0", ReaddirPlusPrefix + "1:-1", ReaddirPlusPrefix + "1:names", ReaddirPlusPrefix + "1:2:other"} {
+		if _, _, _, ok := ParseReaddirPlusName(bad); ok {
 			t.Errorf("ParseReaddirPlusName(%q) accepted", bad)
 		}
 	}
