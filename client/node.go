@@ -283,10 +283,12 @@ func (n *node) invalidate() {
 	}
 }
 
-// listingTTL bounds how long a listed entry with several links answers
-// lookups (a change through another of its names updates only that
-// name's directory). Other entries and absent names are kept up to
-// date by the operations made through the mount.
+// listingTTL bounds how long a listing read from the server answers
+// lookups, though the operations made through the mount keep it up to
+// date: a change through another name of a file with several links
+// updates only that name's directory, and `qmount loopback` serves a
+// directory that others may change. Once it has expired, a few lookups
+// answered by the server read it again (prefetch).
 const listingTTL = 10 * time.Second
 
 // maxListing bounds the entries a directory's listing keeps.
@@ -347,15 +349,12 @@ func (n *node) listBatch(entries []p9ext.Entry, first, eof bool, mod uint64) boo
 func (n *node) listed(name string) (e *p9ext.Entry, absent bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.listing == nil {
+	if n.listing == nil || time.Since(n.listAt) > listingTTL {
 		return nil, false
 	}
 	e, ok := n.listing[name]
 	if !ok {
 		return nil, n.listComplete
-	}
-	if e != nil && e.Attr.NLink > 1 && !e.Attr.Mode.IsDir() && time.Since(n.listAt) > listingTTL {
-		return nil, false
 	}
 	return e, false
 }
