@@ -3,6 +3,8 @@
 // Command datapath measures qmount's 9P + FUSE data path alone: the same
 // workloads on a plain directory and on `qmount loopback` of it, in one run,
 // reported as ratios (loopback / native; higher is better, 1.0 = native).
+// go-fuse's own passthrough file system of the same directory (no 9P) is
+// measured alongside: what FUSE itself allows on this kernel.
 //
 // Run it as root (it drops the page cache before cold reads) with
 // `make bench-datapath`.
@@ -44,9 +46,9 @@ func main() {
 }
 
 type result struct {
-	name, unit      string
-	native, qmount  float64 // medians, in unit (higher is better)
-	nativeRuns, qmR []float64
+	name, unit            string
+	native, qmount, floor float64 // medians, in unit (higher is better)
+	runs                  map[string][]float64
 }
 
 func run(ctx context.Context, qmount, dir string, runs, bigMiB, small, entries int, out string) error {
@@ -60,7 +62,8 @@ func run(ctx context.Context, qmount, dir string, runs, bigMiB, small, entries i
 	}
 	src := filepath.Join(dir, "src")
 	mnt := filepath.Join(dir, "mnt")
-	for _, d := range []string{src, mnt} {
+	fmnt := filepath.Join(dir, "floor")
+	for _, d := range []string{src, mnt, fmnt} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return err
 		}
@@ -77,47 +80,49 @@ func run(ctx context.Context, qmount, dir string, runs, bigMiB, small, entries i
 	if err := waitMounted(mnt, 20*time.Second); err != nil {
 		return err
 	}
+	floor, err := mountFloor(src, fmnt)
+	if err != nil {
+		return err
+	}
+	defer floor.Unmount()
 
-	// The same paths, reached natively and through the mount.
-	sides := []struct{ name, root string }{{"native", src}, {"qmount", mnt}}
+	// The same paths, reached natively and through the mounts.
+	sides := []struct{ name, root string }{{"native", src}, {"qmount", mnt}, {"floor", fmnt}}
 	var results []result
 	measure := func(name, unit string, f func(root string, i int) (float64, error)) error {
-		r := result{name: name, unit: unit}
+		r := result{name: name, unit: unit, runs: map[string][]float64{}}
 		for i := 0; i < runs; i++ {
 			for _, s := range sides {
 				v, err := f(s.root, i)
 				if err != nil {
 					return fmt.Errorf("%s on %s: %w", name, s.name, err)
 				}
-				if s.name == "native" {
-					r.nativeRuns = append(r.nativeRuns, v)
-				} else {
-					r.qmR = append(r.qmR, v)
-				}
+				r.runs[s.name] = append(r.runs[s.name], v)
 			}
 		}
-		r.native, r.qmount = median(r.nativeRuns), median(r.qmR)
-		fmt.Fprintf(os.Stderr, "%-34s native %10.1f  qmount %10.1f %s  ratio %.2f\n", name, r.native, r.qmount, unit, r.qmount/r.native)
+		r.native, r.qmount, r.floor = median(r.runs["native"]), median(r.runs["qmount"]), median(r.runs["floor"])
+		fmt.Fprintf(os.Stderr, "%-34s native %10.1f  qmount %10.1f  go-fuse %10.1f %s  ratio %.2f (go-fuse %.2f)\n",
+			name, r.native, r.qmount, r.floor, unit, r.qmount/r.native, r.floor/r.native)
 		results = append(results, r)
 		return nil
 	}
 
 	big := int64(bigMiB) << 20
 	if err := measure(fmt.Sprintf("sequential write %d MiB + fsync", bigMiB), "MB/s", func(root string, i int) (float64, error) {
-		return seqWrite(filepath.Join(root, fmt.Sprintf("big-%s", sideTag(root, src))), big)
+		return seqWrite(filepath.Join(root, fmt.Sprintf("big-%s", sideTag(root, src, mnt))), big)
 	}); err != nil {
 		return err
 	}
 	if err := measure(fmt.Sprintf("sequential read %d MiB, cold", bigMiB), "MB/s", func(root string, i int) (float64, error) {
-		return seqRead(filepath.Join(root, fmt.Sprintf("big-%s", sideTag(root, src))))
+		return seqRead(filepath.Join(root, fmt.Sprintf("big-%s", sideTag(root, src, mnt))))
 	}); err != nil {
 		return err
 	}
 	for _, s := range sides {
-		os.Remove(filepath.Join(src, "big-"+sideTag(s.root, src)))
+		os.Remove(filepath.Join(src, "big-"+sideTag(s.root, src, mnt)))
 	}
 	if err := measure(fmt.Sprintf("create+stat+read %d files", small), "files/s", func(root string, i int) (float64, error) {
-		d := filepath.Join(root, fmt.Sprintf("small-%s-%d", sideTag(root, src), i))
+		d := filepath.Join(root, fmt.Sprintf("small-%s-%d", sideTag(root, src, mnt), i))
 		return smallFiles(d, small)
 	}); err != nil {
 		return err
@@ -138,10 +143,13 @@ func run(ctx context.Context, qmount, dir string, runs, bigMiB, small, entries i
 	}
 
 	var b strings.Builder
-	fmt.Fprintf(&b, "Data path alone (`make bench-datapath`, %s, %d runs, medians; ratio = qmount loopback / native, higher is better)\n\n", time.Now().UTC().Format("2006-01-02"), runs)
-	fmt.Fprintf(&b, "| workload | native | qmount loopback | ratio |\n| --- | ---: | ---: | ---: |\n")
+	fmt.Fprintf(&b, "Data path alone (`make bench-datapath`, %s, %d runs, medians; ratio = qmount loopback / native, higher is better; "+
+		"go-fuse passthrough: go-fuse's own loopback file system of the same directory, no 9P, what FUSE allows here)\n\n",
+		time.Now().UTC().Format("2006-01-02"), runs)
+	fmt.Fprintf(&b, "| workload | native | qmount loopback | ratio | go-fuse passthrough | ratio |\n| --- | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, r := range results {
-		fmt.Fprintf(&b, "| %s | %.0f %s | %.0f %s | %.2f |\n", r.name, r.native, r.unit, r.qmount, r.unit, r.qmount/r.native)
+		fmt.Fprintf(&b, "| %s | %.0f %s | %.0f %s | %.2f | %.0f %s | %.2f |\n",
+			r.name, r.native, r.unit, r.qmount, r.unit, r.qmount/r.native, r.floor, r.unit, r.floor/r.native)
 	}
 	fmt.Print(b.String())
 	if out != "" {
@@ -153,11 +161,15 @@ func run(ctx context.Context, qmount, dir string, runs, bigMiB, small, entries i
 	return nil
 }
 
-func sideTag(root, src string) string {
-	if root == src {
+// sideTag names a side's own files in the shared directory.
+func sideTag(root, src, mnt string) string {
+	switch root {
+	case src:
 		return "n"
+	case mnt:
+		return "q"
 	}
-	return "q"
+	return "f"
 }
 
 func median(v []float64) float64 {
