@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"math"
+	"slices"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -17,8 +18,40 @@ import (
 type file struct {
 	n     *node
 	fid   ninep.Fid
+	ref   *fidRef // fid's reference, shared with the node's operations
 	flags uint32
 	wrote atomic.Bool // a write went through the file
+}
+
+// newFile returns the open file of n on fid (opened with flags), and
+// lends fid to n's other operations until the file is released (a
+// chmod, chown or utimes by name while the file is open needs no walk).
+func (n *node) newFile(fid ninep.Fid, flags uint32) *file {
+	f := &file{n: n, fid: fid, ref: newFidRef(n.fsys.c, fid), flags: flags}
+	n.mu.Lock()
+	n.opens = append(n.opens, openRef{f.ref, flags&syscall.O_ACCMODE != syscall.O_RDONLY})
+	n.mu.Unlock()
+	return f
+}
+
+// openRef is the fid of one of a node's open files.
+type openRef struct {
+	r        *fidRef
+	writable bool
+}
+
+// holdOpen returns the fid of one of the node's open files (writable if
+// asked) with a reference for the caller, or nil.
+func (n *node) holdOpen(writable bool) *fidRef {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for i := len(n.opens) - 1; i >= 0; i-- {
+		if o := n.opens[i]; o.writable || !writable {
+			o.r.refs.Add(1) // the file's own reference is still held
+			return o.r
+		}
+	}
+	return nil
 }
 
 // Read reads at off straight into dest (one Tread per MaxIO bytes).
@@ -84,15 +117,19 @@ func (f *file) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 // kernel does not wait for a release): the stat that often follows
 // (make, rsync, tar) is then answered from the cache.
 func (f *file) Release(ctx context.Context) syscall.Errno {
+	n := f.n
+	n.mu.Lock()
+	n.opens = slices.DeleteFunc(n.opens, func(o openRef) bool { return o.r == f.ref })
+	n.mu.Unlock()
 	if !f.wrote.Load() {
-		f.n.fsys.c.Clunk(f.fid)
+		f.ref.put()
 		return 0
 	}
 	go func() {
-		ctx, cancel := f.n.fsys.reqCtx(context.Background())
+		ctx, cancel := n.fsys.reqCtx(context.Background())
 		defer cancel()
-		f.n.refresh(ctx, f.fid)
-		f.n.fsys.c.Clunk(f.fid)
+		n.refresh(ctx, f.fid)
+		f.ref.put()
 	}()
 	return 0
 }

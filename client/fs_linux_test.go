@@ -809,3 +809,57 @@ func TestServerFilesBounded(t *testing.T) {
 		t.Errorf("f0001: %v %v", fi, err)
 	}
 }
+
+// TestSetattrWhileOpen: chmod, chown and utimes by name of a file that is
+// open (what tar does after writing each file) use the open file's fid
+// instead of walking one; truncate by name of a file open only for
+// reading still works (a read-only fid cannot truncate).
+func TestSetattrWhileOpen(t *testing.T) {
+	e := mountEnv(t, "")
+	p := e.path("f")
+	w, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write([]byte("0123456789")); err != nil {
+		t.Fatal(err)
+	}
+	before := e.m.Client().Stats()
+	if err := os.Chmod(p, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(p, 1234, 5678); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(p, time.Unix(1e9, 0), time.Unix(1e9, 0)); err != nil {
+		t.Fatal(err)
+	}
+	after := e.m.Client().Stats()
+	if walks := after.ByType["Twalk"] - before.ByType["Twalk"]; walks != 0 {
+		t.Errorf("setattr by name of an open file walked %d fids, want none", walks)
+	}
+	w.Close()
+	fi, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	if fi.Mode().Perm() != 0o640 || st.Uid != 1234 || st.Gid != 5678 || fi.ModTime().Unix() != 1e9 || fi.Size() != 10 {
+		t.Errorf("after setattr: mode %v uid %d gid %d mtime %v size %d", fi.Mode(), st.Uid, st.Gid, fi.ModTime(), fi.Size())
+	}
+	r, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if err := os.Truncate(p, 4); err != nil {
+		t.Fatalf("truncate by name while open read-only: %v", err)
+	}
+	if fi, err := os.Stat(p); err != nil || fi.Size() != 4 {
+		t.Errorf("after truncate: %v, %v", fi, err)
+	}
+	b, err := os.ReadFile(filepath.Join(e.data, "f"))
+	if err != nil || string(b) != "0123" {
+		t.Errorf("server file: %q, %v", b, err)
+	}
+}

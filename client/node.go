@@ -72,6 +72,7 @@ type node struct {
 	prefetching  atomic.Bool // a prefetch of the listing is running
 	xattrsOK     bool        // xattrs is the complete list of names
 	target       string
+	opens        []openRef // the fids of the node's open files, lent to its other operations
 	// openStamp: mtime and size seen at the last open, to keep the
 	// kernel's page cache when nothing changed.
 	openStamp [3]uint64
@@ -478,7 +479,16 @@ func (n *node) prefetch(ctx context.Context) {
 // are done. Other files than directories get a fid of their own each
 // time, clunked after use.
 func (n *node) holdFid(ctx context.Context) (*fidRef, error) {
+	return n.holdFidFor(ctx, false)
+}
+
+// holdFidFor is holdFid; a file open for writing lends its fid when
+// writable, any open file's otherwise.
+func (n *node) holdFidFor(ctx context.Context, writable bool) (*fidRef, error) {
 	if r := n.fids.hold(); r != nil {
+		return r, nil
+	}
+	if r := n.holdOpen(writable); r != nil {
 		return r, nil
 	}
 	n.mu.Lock()
@@ -589,6 +599,9 @@ func (n *node) refresh(ctx context.Context, fid ninep.Fid) (p9.Attr, error) {
 	)
 	if fid == ninep.NoFid {
 		if r := n.fids.hold(); r != nil {
+			defer r.put()
+			fid = r.fid
+		} else if r := n.holdOpen(false); r != nil {
 			defer r.put()
 			fid = r.fid
 		} else if !n.IsDir() && !n.IsRoot() {

@@ -160,7 +160,7 @@ func (n *node) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn
 		fid = f.fid
 	}
 	if fid == ninep.NoFid {
-		r, err := n.holdFid(ctx)
+		r, err := n.holdFidFor(ctx, mask.Size)
 		if err != nil {
 			return errno(err)
 		}
@@ -219,7 +219,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 			return nil, 0, errno(err)
 		}
 	}
-	return &file{n: n, fid: fid, flags: flags}, n.keepCache(), 0
+	return n.newFile(fid, flags), n.keepCache(), 0
 }
 
 // keepCache decides whether the kernel may keep the file's cached pages:
@@ -286,7 +286,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	n.born(ctx, name, child)
 	child.fillEntry(out, &attr)
 	child.keepCache()
-	return child.EmbeddedInode(), &file{n: child, fid: fid, flags: flags}, 0, 0
+	return child.EmbeddedInode(), child.newFile(fid, flags), 0, 0
 }
 
 // made finishes Mkdir, Symlink and Mknod: one Twalkgetattr for the
