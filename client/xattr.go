@@ -28,9 +28,13 @@ func (n *node) xattrNames(ctx context.Context) ([]string, error) {
 	fid := fidRef.fid
 	names, err := n.fsys.c.ListXattrs(ctx, fid)
 	if err != nil {
-		if errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOSYS) {
-			// The p9 library maps every xattr error to EINVAL.
-			return nil, syscall.EOPNOTSUPP
+		if errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOSYS) || errors.Is(err, syscall.EOPNOTSUPP) {
+			// The p9 library maps every xattr error to EINVAL: a file
+			// system without xattrs (vfat, exfat) lists none, and
+			// getxattr is answered ENODATA without a request.
+			names = []string{}
+			n.setXattrNames(names)
+			return names, nil
 		}
 		return nil, err
 	}
