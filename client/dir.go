@@ -111,7 +111,8 @@ func (d *dirHandle) fill(ctx context.Context) syscall.Errno {
 	defer cancel()
 	d.buf, d.pos = d.buf[:0], 0
 	if f.plus.Load() >= 0 {
-		first := d.cookie == 0
+		start := d.cookie
+		first := start == 0
 		names := !first && d.plus*4 <= d.given && f.names.Load() >= 0
 		d.plus, d.given = 0, 0
 		mod := d.n.listEpoch()
@@ -120,10 +121,13 @@ func (d *dirHandle) fill(ctx context.Context) syscall.Errno {
 		}
 		b, err := d.readPlus(ctx, d.fullBytes, names)
 		if err != nil && names && notSupported(err) {
-			f.names.Store(-1)
-			f.log.Debug("server has no names-only READDIRPLUS")
+			// An older server, or this directory failed (removed
+			// while read): only the former turns names off.
 			names = false
-			b, err = d.readPlus(ctx, d.fullBytes, false)
+			if b, err = d.readPlus(ctx, d.fullBytes, false); err == nil {
+				f.names.Store(-1)
+				f.log.Debug("server has no names-only READDIRPLUS")
+			}
 		}
 		if !names {
 			d.fullBytes *= 2
@@ -131,7 +135,7 @@ func (d *dirHandle) fill(ctx context.Context) syscall.Errno {
 		if err == nil {
 			f.plus.Store(1)
 			d.buf, d.eof = b.Entries, b.EOF || len(b.Entries) == 0
-			d.n.listBatch(d.buf, first, d.eof, mod)
+			d.n.listBatch(d.buf, start, d.eof, mod)
 			return 0
 		}
 		if !notSupported(err) {

@@ -34,7 +34,11 @@ func (n *node) newFile(fid ninep.Fid, flags uint32) *file {
 	return f
 }
 
-// openRef is the fid of one of a node's open files.
+// openRef is the fid of one of a node's open files. A node stops lending
+// them when the name they were opened through is removed (unlink, or
+// replaced by a rename): the p9 server refuses setattr and xattrs on a
+// fid whose name is gone, though other links of the file remain; the
+// files keep their fids for their own reads and writes.
 type openRef struct {
 	r        *fidRef
 	writable bool

@@ -66,6 +66,7 @@ type node struct {
 	listing      map[string]*p9ext.Entry
 	listAt       time.Time
 	listComplete bool
+	listNext     uint64 // the cookie the listing's last batch ended at
 	listMod      uint64
 	tooBig       bool        // the listing exceeded maxListing
 	misses       int         // lookups sent to the server since the last prefetch
@@ -279,6 +280,7 @@ func (n *node) invalidate() {
 			if _, ok := pn.listing[name]; ok {
 				pn.listing[name] = nil
 			}
+			pn.listMod++ // a batch in flight may hold the old attributes
 			pn.mu.Unlock()
 		}
 	}
@@ -303,14 +305,17 @@ func (n *node) listEpoch() uint64 {
 	return n.listMod
 }
 
-// listBatch records a READDIRPLUS batch of this directory (first: it
-// starts at offset 0; eof: the listing is complete after it; mod: the
-// listEpoch before the batch was asked for), so that lookups after a
-// readdir (ls -l, find -ls) need no request. The kernel's
+// listBatch records a READDIRPLUS batch of this directory (start: the
+// cookie it starts after, 0 for the first; eof: the listing is complete
+// after it; mod: the listEpoch before the batch was asked for), so that
+// lookups after a readdir (ls -l, find -ls) need no request. A batch
+// that does not continue the listing where it ended (two readers of the
+// directory, a seek) drops it: a complete listing with a gap would
+// answer ENOENT for files that exist. The kernel's
 // READDIRPLUS_AUTO mode asks for attributes only in the first readdir
 // request of a directory: the lookups that follow are answered here. It
 // reports whether the listing is still being built.
-func (n *node) listBatch(entries []p9ext.Entry, first, eof bool, mod uint64) bool {
+func (n *node) listBatch(entries []p9ext.Entry, start uint64, eof bool, mod uint64) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.listMod != mod {
@@ -319,12 +324,17 @@ func (n *node) listBatch(entries []p9ext.Entry, first, eof bool, mod uint64) boo
 		n.listing = nil
 		return false
 	}
-	if first {
+	if start == 0 {
 		n.listing = make(map[string]*p9ext.Entry, len(entries))
 		n.listAt, n.listComplete, n.misses = time.Now(), false, 0
+	} else if n.listing != nil && (n.listComplete || start != n.listNext) {
+		n.listing = nil
 	}
 	if n.listing == nil {
 		return false
+	}
+	if len(entries) > 0 {
+		n.listNext = entries[len(entries)-1].Offset
 	}
 	for i := range entries {
 		e := &entries[i]
@@ -455,8 +465,9 @@ func (n *node) prefetch(ctx context.Context) {
 	}
 	defer n.prefetching.Store(false)
 	d := &dirHandle{n: n, rfid: ninep.NoFid}
-	for first := true; ; first = false {
+	for {
 		mod := n.listEpoch()
+		start := d.cookie
 		b, err := d.readPlus(ctx, 0, false)
 		if err != nil {
 			if notSupported(err) && n.fsys.plus.Load() == 0 {
@@ -467,7 +478,7 @@ func (n *node) prefetch(ctx context.Context) {
 		}
 		n.fsys.plus.Store(1)
 		eof := b.EOF || len(b.Entries) == 0
-		if !n.listBatch(b.Entries, first, eof, mod) || eof {
+		if !n.listBatch(b.Entries, start, eof, mod) || eof {
 			return
 		}
 		d.cookie = b.Entries[len(b.Entries)-1].Offset

@@ -476,6 +476,7 @@ func (n *node) removed(name string, isDir bool) {
 	}
 	cn.mu.Lock()
 	last := isDir || !cn.attrValid || cn.attr.NLink <= 1
+	cn.opens = nil // see openRef
 	cn.mu.Unlock()
 	// The server's fid followed the removed name and is unusable now;
 	// if other links remain, the next operation walks through one.
@@ -592,6 +593,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	if target != nil && target != moved {
 		target.mu.Lock()
 		last := target.IsDir() || !target.attrValid || target.attr.NLink <= 1
+		target.opens = nil // see openRef
 		target.mu.Unlock()
 		target.invalidate()
 		if last {
