@@ -94,11 +94,18 @@ type Plan struct {
 	Notes []string `json:"notes,omitempty"`
 }
 
-// Defaults for the guest's size.
+// Defaults for the guest's size. The guest gets DefaultCPUs CPUs, or
+// the host's count if smaller: a second CPU lets the guest's kernel
+// (virtio, the file system) and its 9P server work at once; under QEMU
+// TCG it read 1.5x and listed 1.6x faster, and booted about 0.15 s
+// slower (docs/bench-results.md).
 const (
 	DefaultMemoryMiB = 512
-	DefaultCPUs      = 1
+	DefaultCPUs      = 2
 )
+
+// defaultCPUs is DefaultCPUs, at most the host's CPU count.
+func defaultCPUs() int { return min(DefaultCPUs, runtime.NumCPU()) }
 
 // Prepare checks req and resolves it into a Plan without starting
 // anything: the disk exists, is readable (and writable unless read-only),
@@ -118,7 +125,7 @@ func Prepare(ctx context.Context, req Request) (*Plan, error) {
 		p.MemoryMiB = DefaultMemoryMiB
 	}
 	if p.CPUs == 0 {
-		p.CPUs = DefaultCPUs
+		p.CPUs = defaultCPUs()
 	}
 	if p.MemoryMiB < 64 || p.MemoryMiB > 1<<20 {
 		return nil, fmt.Errorf("--memory %d: give between 64 and %d MiB", p.MemoryMiB, 1<<20)
