@@ -237,13 +237,8 @@ func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 	d.plus++
 	d.mu.Unlock()
 	n := d.n
-	if e != nil && e.Name == name && e.Valid.Mode && e.Valid.Size && e.Valid.MTime && e.Valid.NLink {
-		child := n.fsys.newChild(ctx, n, name, e.QID, e.Valid, e.Attr, ninep.NoFid)
-		if e.XattrsKnown {
-			child.setXattrNames(append([]string(nil), e.Xattrs...))
-		}
-		child.fillEntry(out, &e.Attr)
-		return child.EmbeddedInode(), 0
+	if e != nil && e.Name == name && fullAttr(e.Valid) {
+		return n.fromEntry(ctx, name, e, out), 0
 	}
 	// A known child with valid attributes needs no request either.
 	if ch := n.GetChild(name); ch != nil && e != nil && e.Name == name {

@@ -256,12 +256,29 @@ func (n *node) OnForget() {
 	}
 }
 
+// fullAttr reports whether attributes with mask valid can answer a
+// stat (a READDIRPLUS entry may carry less, or only the file type).
+func fullAttr(valid p9.AttrMask) bool {
+	return valid.Mode && valid.Size && valid.MTime && valid.NLink
+}
+
+// fromEntry returns the child name of n described by e (which has full
+// attributes), filling out for the kernel.
+func (n *node) fromEntry(ctx context.Context, name string, e *p9ext.Entry, out *fuse.EntryOut) *fs.Inode {
+	child := n.fsys.newChild(ctx, n, name, e.QID, e.Valid, e.Attr, ninep.NoFid)
+	if e.XattrsKnown {
+		child.setXattrNames(slices.Clone(e.Xattrs))
+	}
+	child.fillEntry(out, &e.Attr)
+	return child.EmbeddedInode()
+}
+
 // setAttr stores attributes learnt from the server.
 func (n *node) setAttr(qid p9.QID, valid p9.AttrMask, attr p9.Attr) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.qid = qid
-	if valid.Mode && valid.Size && valid.MTime && valid.NLink {
+	if fullAttr(valid) {
 		n.attr = attr
 		n.attrValid = true
 	}
@@ -342,7 +359,7 @@ func (n *node) listBatch(entries []p9ext.Entry, start uint64, eof bool, mod uint
 			n.listing, n.tooBig = nil, true // too big to keep whole
 			return false
 		}
-		if !(e.Valid.Mode && e.Valid.Size && e.Valid.MTime && e.Valid.NLink) {
+		if !fullAttr(e.Valid) {
 			n.listing[e.Name] = nil
 			continue
 		}
@@ -496,10 +513,7 @@ func (n *node) holdFid(ctx context.Context) (*fidRef, error) {
 // holdFidFor is holdFid; a file open for writing lends its fid when
 // writable, any open file's otherwise.
 func (n *node) holdFidFor(ctx context.Context, writable bool) (*fidRef, error) {
-	if r := n.fids.hold(); r != nil {
-		return r, nil
-	}
-	if r := n.holdOpen(writable); r != nil {
+	if r := n.lentFid(writable); r != nil {
 		return r, nil
 	}
 	n.mu.Lock()
@@ -519,18 +533,34 @@ func (n *node) holdFidFor(ctx context.Context, writable bool) (*fidRef, error) {
 	return n.fids.install(r), nil
 }
 
-// walkFromParent walks a new fid to the node by its name in its parent,
-// checking that the name still leads to the same file.
-func (n *node) walkFromParent(ctx context.Context, qid p9.QID) (ninep.Fid, error) {
+// lentFid returns, without a request, the node's own fid or one of its
+// open files' (writable if asked), held for the caller; nil if none.
+func (n *node) lentFid(writable bool) *fidRef {
+	if r := n.fids.hold(); r != nil {
+		return r
+	}
+	return n.holdOpen(writable)
+}
+
+// parentFid returns the node's name and its parent's fid, held for the
+// caller.
+func (n *node) parentFid(ctx context.Context) (string, *fidRef, error) {
 	name, parent := n.Parent()
 	if parent == nil {
-		return ninep.NoFid, syscall.ESTALE
+		return "", nil, syscall.ESTALE
 	}
 	pn, ok := parent.Operations().(*node)
 	if !ok {
-		return ninep.NoFid, syscall.EIO
+		return "", nil, syscall.EIO
 	}
 	pr, err := pn.holdFid(ctx)
+	return name, pr, err
+}
+
+// walkFromParent walks a new fid to the node by its name in its parent,
+// checking that the name still leads to the same file.
+func (n *node) walkFromParent(ctx context.Context, qid p9.QID) (ninep.Fid, error) {
+	name, pr, err := n.parentFid(ctx)
 	if err != nil {
 		return ninep.NoFid, err
 	}
@@ -553,15 +583,7 @@ func (n *node) walkFromParent(ctx context.Context, qid p9.QID) (ninep.Fid, error
 // of its name from its parent, checking that the name still leads to the
 // same file.
 func (n *node) walkGetattrFromParent(ctx context.Context, qid p9.QID) (p9.QID, p9.AttrMask, p9.Attr, error) {
-	name, parent := n.Parent()
-	if parent == nil {
-		return p9.QID{}, p9.AttrMask{}, p9.Attr{}, syscall.ESTALE
-	}
-	pn, ok := parent.Operations().(*node)
-	if !ok {
-		return p9.QID{}, p9.AttrMask{}, p9.Attr{}, syscall.EIO
-	}
-	pr, err := pn.holdFid(ctx)
+	name, pr, err := n.parentFid(ctx)
 	if err != nil {
 		return p9.QID{}, p9.AttrMask{}, p9.Attr{}, err
 	}
@@ -609,19 +631,15 @@ func (n *node) refresh(ctx context.Context, fid ninep.Fid) (p9.Attr, error) {
 		err   error
 	)
 	if fid == ninep.NoFid {
-		if r := n.fids.hold(); r != nil {
-			defer r.put()
-			fid = r.fid
-		} else if r := n.holdOpen(false); r != nil {
-			defer r.put()
-			fid = r.fid
-		} else if !n.IsDir() && !n.IsRoot() {
+		r := n.lentFid(false)
+		if r == nil && !n.IsDir() && !n.IsRoot() {
 			qid, valid, attr, err = n.walkGetattrFromParent(ctx, qid0)
-		} else {
-			r, err := n.holdFid(ctx)
-			if err != nil {
+		} else if r == nil {
+			if r, err = n.holdFid(ctx); err != nil {
 				return p9.Attr{}, err
 			}
+		}
+		if r != nil {
 			defer r.put()
 			fid = r.fid
 		}

@@ -78,12 +78,7 @@ func (n *node) lookupListed(ctx context.Context, name string, out *fuse.EntryOut
 	if e == nil {
 		return nil, 0, false
 	}
-	child := n.fsys.newChild(ctx, n, name, e.QID, e.Valid, e.Attr, ninep.NoFid)
-	if e.XattrsKnown {
-		child.setXattrNames(slices.Clone(e.Xattrs))
-	}
-	child.fillEntry(out, &e.Attr)
-	return child.EmbeddedInode(), 0, true
+	return n.fromEntry(ctx, name, e, out), 0, true
 }
 
 // Getattr answers from the node's cache, or asks the server.
