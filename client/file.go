@@ -28,9 +28,13 @@ type file struct {
 // chmod, chown or utimes by name while the file is open needs no walk).
 func (n *node) newFile(fid ninep.Fid, flags uint32) *file {
 	f := &file{n: n, fid: fid, ref: newFidRef(n.fsys.c, fid), flags: flags}
+	writable := flags&syscall.O_ACCMODE != syscall.O_RDONLY
 	n.mu.Lock()
-	n.opens = append(n.opens, openRef{f.ref, flags&syscall.O_ACCMODE != syscall.O_RDONLY})
+	n.opens = append(n.opens, openRef{f.ref, writable})
 	n.mu.Unlock()
+	if writable {
+		n.openedForWrite(1)
+	}
 	return f
 }
 
@@ -58,10 +62,17 @@ func (n *node) holdOpen(writable bool) *fidRef {
 	return nil
 }
 
-// Read reads at off straight into dest (one Tread per MaxIO bytes).
+// Read reads at off straight into dest: from the device where the
+// file's extent map allows (WithDirectRead), else one Tread per MaxIO
+// bytes.
 func (f *file) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	ctx, cancel := f.n.fsys.reqCtx(ctx)
 	defer cancel()
+	if m := f.n.extentMap(ctx, f.fid, off); m != nil {
+		if n, ok := f.n.fsys.cfg.direct.readMapped(m, dest, off); ok {
+			return fuse.ReadResultData(dest[:n]), 0
+		}
+	}
 	total := 0
 	for total < len(dest) {
 		n, err := f.n.fsys.c.Read(ctx, f.fid, uint64(off)+uint64(total), dest[total:])
@@ -125,6 +136,9 @@ func (f *file) Release(ctx context.Context) syscall.Errno {
 	n.mu.Lock()
 	n.opens = slices.DeleteFunc(n.opens, func(o openRef) bool { return o.r == f.ref })
 	n.mu.Unlock()
+	if f.flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+		n.openedForWrite(-1)
+	}
 	if !f.wrote.Load() {
 		f.ref.put()
 		return 0

@@ -56,12 +56,18 @@ func socketPair(t testing.TB) (net.Conn, net.Conn) {
 // mountEnv serves a new temp dir (or data, if not empty) and mounts it.
 func mountEnv(t testing.TB, data string, opts ...Option) *env {
 	t.Helper()
+	return mountEnvServer(t, data, nil, opts...)
+}
+
+// mountEnvServer is mountEnv with options for the server.
+func mountEnvServer(t testing.TB, data string, sopts []p9server.Option, opts ...Option) *env {
+	t.Helper()
 	requireFUSE(t)
 	if data == "" {
 		data = t.TempDir()
 	}
 	e := &env{t: t, data: data, mnt: t.TempDir(), done: make(chan error, 1)}
-	srv, err := p9server.New(data)
+	srv, err := p9server.New(data, sopts...)
 	if err != nil {
 		t.Fatal(err)
 	}

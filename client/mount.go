@@ -150,6 +150,15 @@ func (m *Mounted) Unmount() error {
 	return err
 }
 
+// DirectBytes is the number of bytes read from the device given with
+// WithDirectRead instead of through the server.
+func (m *Mounted) DirectBytes() int64 {
+	if d := m.root.fsys.cfg.direct; d != nil {
+		return d.bytes.Load()
+	}
+	return 0
+}
+
 // Client is the 9P client (for its request counters).
 func (m *Mounted) Client() *ninep.Client { return m.client }
 

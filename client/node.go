@@ -78,6 +78,16 @@ type node struct {
 	// kernel's page cache when nothing changed.
 	openStamp [3]uint64
 	opened    bool
+
+	// xm is the file's extent map for direct reads (WithDirectRead),
+	// valid while dataGen is what it was fetched at; writers counts the
+	// file's opens for writing and changing the changes of its data in
+	// flight without one (see direct.go). xmMu serializes fetching.
+	xmMu     sync.Mutex
+	xm       *extMap
+	dataGen  uint64
+	writers  int
+	changing int
 }
 
 var (

@@ -162,6 +162,9 @@ func (n *node) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn
 		defer r.put()
 		fid = r.fid
 	}
+	if mask.Size {
+		defer n.dataChange()()
+	}
 	if !mask.Empty() {
 		n.invalidate()
 		if err := n.fsys.c.Setattr(ctx, fid, mask, sa); err != nil {

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"io"
 	"log/slog"
 	"time"
 )
@@ -46,6 +47,7 @@ type config struct {
 	debug           bool
 	msize           uint32
 	idMap           IDMapper
+	direct          *directRead
 }
 
 // IDMapper translates owners between the host (FUSE callers and
@@ -125,3 +127,13 @@ func WithMsize(n uint32) Option { return func(c *config) { c.msize = n } }
 
 // WithIDMapper translates owners between host and guest.
 func WithIDMapper(m IDMapper) Option { return func(c *config) { c.idMap = m } }
+
+// WithDirectRead lets the client read file data from dev, the block
+// device (or disk image region) of size bytes that the server's file
+// system is mounted from, wherever the server gives the file's extent
+// map (p9ext EXTENTS; p9server.WithExtentMaps): the data then never
+// crosses the VM. Pass it only when dev holds exactly what the guest's
+// device holds (a raw image or a disk, at the partition's offset).
+func WithDirectRead(dev io.ReaderAt, size int64) Option {
+	return func(c *config) { c.direct = &directRead{r: dev, size: size} }
+}

@@ -41,6 +41,8 @@ type Server struct {
 	log      *slog.Logger
 	readOnly bool
 	msize    uint32
+	// extentMaps: answer EXTENTS requests (p9ext).
+	extentMaps bool
 
 	p9srv  *p9.Server
 	fs     fsCloser
@@ -77,6 +79,19 @@ func WithLogger(l *slog.Logger) Option {
 func WithReadOnly() Option {
 	return func(s *Server) error {
 		s.readOnly = true
+		return nil
+	}
+}
+
+// WithExtentMaps makes the server answer EXTENTS requests (p9ext): where
+// a file's data lies on the block device the exported tree was mounted
+// from, so that a host that sees the same device can read the data
+// itself. Give it only when the tree is a file system mounted straight
+// from a disk or partition the host reads (no device mapper, md, loop
+// or FUSE in between) and not in ext4's data=journal mode.
+func WithExtentMaps() Option {
+	return func(s *Server) error {
+		s.extentMaps = true
 		return nil
 	}
 }

@@ -45,6 +45,8 @@ func (f *file) GetXattr(name string) ([]byte, error) {
 	)
 	if off, max, namesOnly, ok := p9ext.ParseReaddirPlusName(name); ok && f.isDir() {
 		b, err = f.readdirPlus(off, max, namesOnly)
+	} else if start, limit, ok := p9ext.ParseExtentsName(name); ok {
+		b, err = f.extentMap(start, limit)
 	} else {
 		b, err = f.getxattr(name)
 	}
