@@ -16,3 +16,8 @@ func checkHypervisor(arch string) error {
 	}
 	return nil
 }
+
+// directReads: QEMU writes the guest's disk with the host's own file
+// I/O (page cache, or O_DIRECT, which drops the pages it overwrites), so
+// a read of the image on the host sees every write the guest completed.
+const directReads = true

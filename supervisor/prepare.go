@@ -36,6 +36,9 @@ type Request struct {
 	MemoryMiB  int
 	CPUs       int
 	Owner      Owner
+	// NoDirectRead makes every read go through the guest, even where the
+	// host could read file data from the disk itself (see DirectRead).
+	NoDirectRead bool
 }
 
 // Owner says how file owners appear on the host.
@@ -73,6 +76,7 @@ type Plan struct {
 	CreateMountpoint bool   `json:"create_mountpoint"`
 	AutoMountpoint   bool   `json:"auto_mountpoint,omitempty"`
 	Owner            Owner  `json:"owner"`
+	NoDirectRead     bool   `json:"no_direct_read,omitempty"`
 	StateDir         string `json:"state_dir"`
 
 	partitionContent *probe.Content // what Partition holds, for Prepare
@@ -116,7 +120,7 @@ func defaultCPUs() int { return min(DefaultCPUs, runtime.NumCPU()) }
 func Prepare(ctx context.Context, req Request) (*Plan, error) {
 	p := &Plan{
 		Guest: req.Guest, Arch: req.Arch, MemoryMiB: req.MemoryMiB, CPUs: req.CPUs,
-		ReadOnly: req.ReadOnly, Owner: req.Owner,
+		ReadOnly: req.ReadOnly, Owner: req.Owner, NoDirectRead: req.NoDirectRead,
 	}
 	if p.Arch == "" {
 		p.Arch = guests.HostArch()

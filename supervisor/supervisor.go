@@ -39,6 +39,17 @@ type FUSEOptions struct {
 	// allow_other).
 	AllowOther bool
 	Logger     *slog.Logger
+	// Direct, when set, is the region of a disk holding the guest's
+	// file system, from which the FUSE layer may read file data itself
+	// wherever the guest gives extent maps (client.WithDirectRead). The
+	// FUSE layer does not close it; Run does once the mount is gone.
+	Direct *DirectRegion
+}
+
+// DirectRegion is Size bytes at Offset of File.
+type DirectRegion struct {
+	File         *os.File
+	Offset, Size int64
 }
 
 // MountFunc serves the 9P stream conn at mountpoint through FUSE. The
@@ -122,6 +133,8 @@ type super struct {
 	sess      *session.Session
 	fuse      FUSE
 	unmounted atomic.Bool // the FUSE mount is gone
+	// directFile is the disk FUSE reads file data from (FUSEOptions.Direct).
+	directFile *os.File
 
 	conns      sync.WaitGroup // control connections being answered
 	finishOnce sync.Once
@@ -397,15 +410,23 @@ func (s *super) start(ctx context.Context, progress func(string)) (err error) {
 	if (len(p.Disks) > 1 || p.RAID || p.VG != "") && p.Source != "" {
 		fsname = p.Source
 	}
+	direct := s.directRegion(sess.Mounted)
 	f, err := s.cfg.Mount(ctx, conn, p.Mountpoint, FUSEOptions{
 		ReadOnly: p.ReadOnly,
 		FSName:   fsname,
 		Owner:    p.Owner,
 		Logger:   s.log.With("from", "fuse"),
+		Direct:   direct,
 	})
 	if err != nil {
 		conn.Close()
+		if direct != nil {
+			direct.File.Close()
+		}
 		return fmt.Errorf("mounting FUSE at %s: %w", p.Mountpoint, err)
+	}
+	if direct != nil {
+		s.directFile = direct.File
 	}
 	s.fuse = f
 	return nil
@@ -493,6 +514,9 @@ func (s *super) doFinish(err error, createdMP bool) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		s.sess.Shutdown(ctx)
 		cancel()
+	}
+	if s.directFile != nil && s.unmounted.Load() {
+		s.directFile.Close()
 	}
 	if createdMP {
 		if rerr := os.Remove(s.plan.Mountpoint); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"io"
+	"log/slog"
 
 	"github.com/qmount/qmount/client"
 	"github.com/qmount/qmount/supervisor"
@@ -12,11 +13,21 @@ import (
 type fuseMount interface {
 	Wait() error
 	Unmount() error
+	DirectBytes() int64
 }
 
-type fuseAdapter struct{ m fuseMount }
+type fuseAdapter struct {
+	m   fuseMount
+	log *slog.Logger
+}
 
-func (a fuseAdapter) Wait()          { a.m.Wait() }
+// Wait waits for the mount to end, then logs how much file data was
+// read from the disk on the host (FUSEOptions.Direct).
+func (a fuseAdapter) Wait() {
+	a.m.Wait()
+	a.log.Info("FUSE mount ended", "direct_read_bytes", a.m.DirectBytes())
+}
+
 func (a fuseAdapter) Unmount() error { return a.m.Unmount() }
 
 // mountFUSE serves the 9P stream conn at mountpoint with the client
@@ -35,9 +46,16 @@ func mountFUSE(ctx context.Context, conn io.ReadWriteCloser, mountpoint string, 
 	if m := o.Owner.Mapper(); m != nil {
 		opts = append(opts, client.WithIDMapper(m))
 	}
+	if d := o.Direct; d != nil {
+		opts = append(opts, client.WithDirectRead(io.NewSectionReader(d.File, d.Offset, d.Size), d.Size))
+	}
 	m, err := client.Mount(ctx, conn, mountpoint, opts...)
 	if err != nil {
 		return nil, err
 	}
-	return fuseAdapter{m}, nil
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return fuseAdapter{m, log}, nil
 }

@@ -49,6 +49,7 @@ MOUNTPOINT" or "umount MOUNTPOINT".`,
 			&cli.IntFlag{Name: "uid", Usage: "the uid files appear owned by (implies --owner=me)", Value: -1, DefaultText: "yours"},
 			&cli.IntFlag{Name: "gid", Usage: "the gid files appear owned by (implies --owner=me)", Value: -1, DefaultText: "yours"},
 			&cli.StringFlag{Name: "key-file", Usage: "read the passphrase of encrypted disks from `FILE` (else $QMOUNT_PASSPHRASE, $QMOUNT_PASSPHRASE1..N, or the terminal)"},
+			&cli.BoolFlag{Name: "no-direct-read", Usage: "read file data through the guest even where qmount could read it from the disk itself"},
 			&cli.BoolFlag{Name: "foreground", Aliases: []string{"f"}, Usage: "stay in the foreground until unmounted"},
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log what happens to stderr"},
 		},
@@ -74,6 +75,8 @@ func mountAction(c *cli.Context) error {
 		MemoryMiB: c.Int("memory"),
 		CPUs:      c.Int("cpus"),
 		Owner:     supervisor.Owner{Mode: c.String("owner"), UID: c.Int("uid"), GID: c.Int("gid")},
+
+		NoDirectRead: c.Bool("no-direct-read"),
 	}
 	if len(args) == 2 {
 		req.Mountpoint = args[1]

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -29,6 +30,12 @@ type DiskFinder interface {
 	// disk) of the disk whose serial is serial, waiting briefly for it to
 	// appear.
 	Find(ctx context.Context, serial string, partition int) (string, error)
+}
+
+// RegionFinder is what a DiskFinder may also know: where a device it
+// found lies on its disk (byte offset and size), for extent maps.
+type RegionFinder interface {
+	Region(dev string) (offset, size int64, err error)
 }
 
 // ModuleLoader loads kernel modules, with their dependencies. Loading a
@@ -218,6 +225,8 @@ type mounted struct {
 
 	st   *stack     // the storage stack under the mount; nil if none
 	fuse *fuseMount // the FUSE daemon serving dir (ntfs-3g); nil for a kernel mount
+	// extents: the host may read file data from the disk (extent maps).
+	extents *wire.ExtentSource
 }
 
 func (a *Agent) serve(ctx context.Context, ctl io.ReadWriteCloser, helloSent bool) (Ending, error) {
@@ -410,7 +419,7 @@ func (s *session) handleMount(ctx context.Context, req *wire.MountRequest) {
 	}
 	a.mark(&a.tl.Serving)
 	tl := a.Timeline()
-	s.send(&wire.Message{Type: wire.TypeMounted, FSType: m.fstype, ReadOnly: m.ro, Timeline: &tl})
+	s.send(&wire.Message{Type: wire.TypeMounted, FSType: m.fstype, ReadOnly: m.ro, Timeline: &tl, Extents: m.extents})
 	a.log.Info(FormatTimeline(tl))
 }
 
@@ -435,6 +444,7 @@ func (a *Agent) mount(ctx context.Context, req *wire.MountRequest, ask askFunc) 
 		}
 		devs[i] = dev
 	}
+	disk0 := devs[0]
 	devs, st, err := a.assemble(ctx, req, devs, ask)
 	if err != nil {
 		return nil, err
@@ -447,7 +457,43 @@ func (a *Agent) mount(ctx context.Context, req *wire.MountRequest, ask askFunc) 
 		return nil, err
 	}
 	m.st = st
+	if len(devs) == 1 && devs[0] == disk0 && m.fuse == nil {
+		// Mounted straight from the disk (or its partition).
+		m.extents = a.extentSource(devs[0], m.fstype)
+	}
 	return m, nil
+}
+
+// extentSource says where the host finds the device of a file system
+// mounted straight from disk 0 (or one of its partitions), so that it
+// may read file data itself at the places extent maps give, or nil: only
+// for ext2/3/4 (not in data=journal mode, where data may wait in the
+// journal) and xfs, whose FIEMAP addresses are device offsets.
+func (a *Agent) extentSource(dev, fstype string) *wire.ExtentSource {
+	rf, ok := a.cfg.Disks.(RegionFinder)
+	if !ok {
+		return nil
+	}
+	switch fstype {
+	case "ext2", "ext3", "ext4":
+		opts, err := ext4Options("/proc", dev)
+		if err != nil && fstype != "ext2" {
+			a.log.Info("no extent maps: ext4 options unknown", "err", err)
+			return nil
+		}
+		if slices.Contains(opts, "data=journal") {
+			return nil
+		}
+	case "xfs":
+	default:
+		return nil
+	}
+	off, size, err := rf.Region(dev)
+	if err != nil {
+		a.log.Info("no extent maps", "err", err)
+		return nil
+	}
+	return &wire.ExtentSource{Disk: 0, Offset: off, Size: size}
 }
 
 // mountDevs mounts the filesystem on devs (the first, plus the other
@@ -559,6 +605,9 @@ func (s *session) startServing(m *mounted) error {
 	opts := a.srvOpts
 	if m.ro {
 		opts = append(opts[:len(opts):len(opts)], p9server.WithReadOnly())
+	}
+	if m.extents != nil {
+		opts = append(opts[:len(opts):len(opts)], p9server.WithExtentMaps())
 	}
 	srv, err := p9server.New(m.dir, opts...)
 	if err != nil {

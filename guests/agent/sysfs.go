@@ -164,3 +164,37 @@ func (d SysfsDisks) Find(ctx context.Context, serial string, partition int) (str
 	}
 	return dev, nil
 }
+
+// Region implements RegionFinder: where the block device dev (a node
+// Find returned, "/dev/vda1") lies on its disk, in bytes, from sysfs
+// (start and size are in 512-byte sectors whatever the block size).
+func (d SysfsDisks) Region(dev string) (offset, size int64, err error) {
+	name := filepath.Base(dev)
+	dir := filepath.Join(d.SysRoot, "class", "block", name)
+	sectors := func(attr string) (int64, error) {
+		s, err := readAttr(filepath.Join(dir, attr))
+		if err != nil {
+			return 0, err
+		}
+		return strconv.ParseInt(s, 10, 64)
+	}
+	if size, err = sectors("size"); err != nil {
+		return 0, 0, fmt.Errorf("size of %s: %w", name, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "partition")); err == nil {
+		if offset, err = sectors("start"); err != nil {
+			return 0, 0, fmt.Errorf("start of %s: %w", name, err)
+		}
+	}
+	return offset * 512, size * 512, nil
+}
+
+// ext4Options returns the options the ext4 driver mounted dev with,
+// defaults included (procRoot/fs/ext4/<name>/options), e.g. "data=journal".
+func ext4Options(procRoot, dev string) ([]string, error) {
+	b, err := os.ReadFile(filepath.Join(procRoot, "fs", "ext4", filepath.Base(dev), "options"))
+	if err != nil {
+		return nil, err
+	}
+	return strings.Fields(string(b)), nil
+}

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -134,5 +135,44 @@ func TestSysfsDisksWaits(t *testing.T) {
 	d.Timeout = time.Hour
 	if _, err := d.Find(ctx, "qmount5", 0); err == nil {
 		t.Error("canceled: no error")
+	}
+}
+
+func TestRegion(t *testing.T) {
+	root := t.TempDir()
+	writeTree(t, root, map[string]string{
+		"class/block/vda/size":       "2097152\n",
+		"class/block/vda1/size":      "1024000\n",
+		"class/block/vda1/start":     "2048\n",
+		"class/block/vda1/partition": "1\n",
+		"class/block/vdb1/partition": "1\n", // no size
+		"class/block/vdc1/size":      "8\n",
+		"class/block/vdc1/start":     "x\n",
+		"class/block/vdc1/partition": "1\n",
+		"fs/ext4/vda1/options":       "rw\nbsddf\ndata=ordered\n",
+		"fs/ext4/vdb1/options":       "rw\ndata=journal\n",
+	})
+	d := SysfsDisks{SysRoot: root}
+	for _, tc := range []struct {
+		dev       string
+		off, size int64
+		ok        bool
+	}{
+		{"/dev/vda", 0, 2097152 * 512, true},
+		{"/dev/vda1", 2048 * 512, 1024000 * 512, true},
+		{"/dev/vdb1", 0, 0, false},
+		{"/dev/vdc1", 0, 0, false},
+		{"/dev/vdz", 0, 0, false},
+	} {
+		off, size, err := d.Region(tc.dev)
+		if (err == nil) != tc.ok || off != tc.off || size != tc.size {
+			t.Errorf("Region(%s) = %d, %d, %v; want %d, %d, ok %v", tc.dev, off, size, err, tc.off, tc.size, tc.ok)
+		}
+	}
+	if o, err := ext4Options(root, "/dev/vdb1"); err != nil || !slices.Contains(o, "data=journal") {
+		t.Errorf("ext4Options(vdb1) = %v, %v", o, err)
+	}
+	if _, err := ext4Options(root, "/dev/vdq"); err == nil {
+		t.Error("ext4Options of an unknown device succeeded")
 	}
 }

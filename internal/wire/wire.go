@@ -169,6 +169,9 @@ type Message struct {
 	FSType   string    `json:"fstype,omitempty"`
 	ReadOnly bool      `json:"readonly,omitempty"`
 	Timeline *Timeline `json:"timeline,omitempty"`
+	// Extents is set when the 9P server gives extent maps (p9ext
+	// EXTENTS): where the mounted device lies on which disk.
+	Extents *ExtentSource `json:"extents,omitempty"`
 
 	// error
 	Step  string `json:"step,omitempty"`  // which step failed: modules, disk, mount, serve...
@@ -191,6 +194,15 @@ type Message struct {
 	Data []byte       `json:"data,omitempty"` // base64 in JSON
 	EOF  bool         `json:"eof,omitempty"`
 	Code int          `json:"code,omitempty"`
+}
+
+// ExtentSource locates the guest's mounted device on one of the disks the
+// host attached: Size bytes at Offset of disk number Disk (its serial is
+// DiskSerial(Disk)). The host checks it against the disk it has.
+type ExtentSource struct {
+	Disk   int   `json:"disk"`
+	Offset int64 `json:"offset"`
+	Size   int64 `json:"size"`
 }
 
 // String renders m for logs with any passphrase redacted.
@@ -315,7 +327,11 @@ func (m *Message) Validate() error {
 		if len(m.Data) > MaxDataBytes {
 			return fmt.Errorf("%s message of %d bytes is too long", m.Type, len(m.Data))
 		}
-	case TypeLog, TypeMounted, TypeShutdown, TypeBye, TypeExited:
+	case TypeMounted:
+		if x := m.Extents; x != nil && (x.Disk < 0 || x.Offset < 0 || x.Size <= 0 || x.Offset+x.Size < x.Offset) {
+			return fmt.Errorf("mounted message: bad extent source %+v", *x)
+		}
+	case TypeLog, TypeShutdown, TypeBye, TypeExited:
 	default:
 		return fmt.Errorf("unknown control message type %q", m.Type)
 	}
