@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"slices"
+	"sync"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -206,7 +207,15 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	if err != nil {
 		return nil, 0, errno(err)
 	}
-	if _, _, err := n.fsys.c.Open(ctx, fid, openFlags(flags)); err != nil {
+	// A file to be read from the device gets its extent map while it is
+	// opened (one round trip less before the first read).
+	var mapped sync.WaitGroup
+	if flags&syscall.O_ACCMODE == syscall.O_RDONLY && flags&syscall.O_TRUNC == 0 && n.StableAttr().Mode == syscall.S_IFREG {
+		mapped.Go(func() { n.extentMap(ctx, fid, 0) })
+	}
+	_, _, err = n.fsys.c.Open(ctx, fid, openFlags(flags))
+	mapped.Wait()
+	if err != nil {
 		n.fsys.c.Clunk(fid)
 		return nil, 0, errno(err)
 	}
