@@ -43,6 +43,11 @@
 //     its node's other operations (setattr by name while open).
 //   - Reads and writes carry up to 1 MiB each (msize 1 MiB + header,
 //     FUSE max_write 1 MiB), one fid per open file.
+//   - Direct reads (WithDirectRead): where the server gives a file's
+//     extent map (p9ext EXTENTS, fetched while the file is opened), its
+//     data is read from the device on the host, not through the server;
+//     never while the file is open for writing or being truncated
+//     through the mount (see direct.go).
 //
 // # Caching
 //
