@@ -1,0 +1,184 @@
+package client
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+)
+
+// makeTree makes dirs directories of files empty files each under
+// root (as the benchmark's trees) and returns the paths of the files,
+// relative to root, in the benchmark's order: one file of each
+// directory in turn.
+func makeTree(t testing.TB, root string, dirs, files int) []string {
+	t.Helper()
+	var paths []string
+	for d := 0; d < dirs; d++ {
+		if err := os.MkdirAll(filepath.Join(root, fmt.Sprintf("d%03d", d)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < dirs*files; i++ {
+		p := filepath.Join(fmt.Sprintf("d%03d", i%dirs), fmt.Sprintf("f%05d", i))
+		if err := os.WriteFile(filepath.Join(root, p), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		paths = append(paths, p)
+	}
+	return paths
+}
+
+// findList is find's output under root (-printf type, path, size,
+// links), sorted.
+func findList(t testing.TB, root string) string {
+	t.Helper()
+	out, err := exec.Command("find", root, "-printf", "%y %P %s %n %m\n").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	sort.Strings(lines)
+	return strings.Join(lines, "\n")
+}
+
+// settle waits until no subdirectory listing is being read ahead.
+func (e *env) settle() {
+	f := e.m.root.fsys
+	for i := 0; i < 1000; i++ {
+		f.pre.mu.Lock()
+		n := len(f.pre.flights)
+		f.pre.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	e.t.Fatal("listings still read ahead after a second")
+}
+
+// TestFindTreeRequests: find over 100 directories of 100 files reads
+// the subdirectories' listings ahead, several per request: a few dozen
+// requests in all instead of three or more per directory, and the same
+// output as find on the served directory (types, sizes, links, modes).
+func TestFindTreeRequests(t *testing.T) {
+	data := t.TempDir()
+	makeTree(t, filepath.Join(data, "tree"), 100, 100)
+	e := mountEnv(t, data)
+	dropCaches(t)
+	before := e.m.Client().Stats()
+	got := findList(t, e.path("tree"))
+	e.settle()
+	after := e.m.Client().Stats()
+	if want := findList(t, filepath.Join(data, "tree")); got != want {
+		t.Errorf("find through the mount differs from find on the directory (%d vs %d bytes)", len(got), len(want))
+	}
+	used := after.Total - before.Total
+	t.Logf("find over 100 x 100: %d requests %v", used, after.ByType)
+	if used > 40 {
+		t.Errorf("find over 100 x 100 took %d requests, want at most 40", used)
+	}
+}
+
+// TestStatTreeRequests: lstat of every file of 100 directories of 100
+// files by path, one directory after the other in turn (as the
+// benchmark), without listing any: the top directory's listing is read
+// after a few lookups, and with it its subdirectories' listings.
+func TestStatTreeRequests(t *testing.T) {
+	data := t.TempDir()
+	paths := makeTree(t, filepath.Join(data, "tree"), 100, 100)
+	e := mountEnv(t, data)
+	dropCaches(t)
+	before := e.requests()
+	for _, p := range paths {
+		fi, err := os.Lstat(e.path("tree/" + p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !fi.Mode().IsRegular() || fi.Size() != 0 {
+			t.Fatalf("%s: %v", p, fi.Mode())
+		}
+	}
+	for i := 0; i < 100; i++ {
+		if _, err := os.Lstat(e.path(fmt.Sprintf("tree/d%03d/absent", i))); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("lstat of an absent name: %v", err)
+		}
+	}
+	e.settle()
+	used := e.requests() - before
+	t.Logf("lstat of 10,000 files in 100 directories: %d requests %v", used, e.m.Client().Stats().ByType)
+	if used > 60 {
+		t.Errorf("lstat of 10,000 files in 100 directories took %d requests, want at most 60", used)
+	}
+}
+
+// TestReaddirReadAhead: once a directory is listed, listing its
+// subdirectories sends no request, and gives what a plain listing
+// gives; changes made through the mount meanwhile (in a subdirectory
+// read ahead, not yet listed) are seen.
+func TestReaddirReadAhead(t *testing.T) {
+	data := t.TempDir()
+	makeTree(t, filepath.Join(data, "tree"), 20, 30)
+	e := mountEnv(t, data)
+	if _, err := os.ReadDir(e.path("tree")); err != nil {
+		t.Fatal(err)
+	}
+	e.settle()
+	names := func(dir string) string {
+		t.Helper()
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s []string
+		for _, de := range ents {
+			info, err := de.Info()
+			if err != nil {
+				t.Fatal(err)
+			}
+			s = append(s, fmt.Sprintf("%s %v %d", de.Name(), de.Type(), info.Size()))
+		}
+		return strings.Join(s, ",")
+	}
+	before := e.requests()
+	got := names(e.path("tree/d003"))
+	if used := e.requests() - before; used != 0 {
+		t.Errorf("readdir of a directory read ahead sent %d requests %v", used, e.m.Client().Stats().ByType)
+	}
+	if want := names(filepath.Join(data, "tree/d003")); got != want {
+		t.Errorf("d003 lists %s,\nwant %s", got, want)
+	}
+	// Changes in directories read ahead, not yet listed.
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.WriteFile(e.path("tree/d005/new"), []byte("new"), 0o644))
+	must(os.Remove(e.path("tree/d006/f00006")))
+	must(os.Rename(e.path("tree/d007/f00007"), e.path("tree/d008/moved")))
+	must(os.WriteFile(e.path("tree/d009/f00009"), []byte("grown"), 0o644))
+	must(os.Mkdir(e.path("tree/d010/sub"), 0o755))
+	dropCaches(t)
+	for _, d := range []string{"d005", "d006", "d007", "d008", "d009", "d010"} {
+		if got, want := names(e.path("tree/"+d)), names(filepath.Join(data, "tree", d)); got != want {
+			t.Errorf("%s lists %s,\nwant %s", d, got, want)
+		}
+	}
+	for name, size := range map[string]int64{"d005/new": 3, "d008/moved": 0, "d009/f00009": 5} {
+		if fi, err := os.Lstat(e.path("tree/" + name)); err != nil || fi.Size() != size {
+			t.Errorf("%s: %v, %v; want %d bytes", name, fi, err, size)
+		}
+	}
+	for _, name := range []string{"d006/f00006", "d007/f00007"} {
+		if _, err := os.Lstat(e.path("tree/" + name)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s: %v, want it absent", name, err)
+		}
+	}
+}
