@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -295,8 +296,10 @@ func (n *node) readTreeOnce(ctx context.Context, after uint64, dirs int) (p9ext.
 	}
 	t, err := p9ext.DecodeTree(b)
 	if err != nil {
-		n.fsys.log.Error("server sent a malformed readdirtree answer", "err", err)
-		return p9ext.Tree{}, err
+		if n.fsys.tree.Swap(-1) >= 0 {
+			n.fsys.log.Error("server sent a malformed readdirtree answer; not asking again", "err", err)
+		}
+		return p9ext.Tree{}, fmt.Errorf("readdirtree: %w", err)
 	}
 	return t, nil
 }

@@ -3,6 +3,7 @@ package client
 import (
 	"errors"
 	"fmt"
+	"math/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -181,4 +182,53 @@ func TestReaddirReadAhead(t *testing.T) {
 			t.Errorf("%s: %v, want it absent", name, err)
 		}
 	}
+}
+
+// TestDifferentialReadAhead: random changes across a few levels of
+// directories, with the kernel's caches dropped often (so lookups and
+// listings are answered by the client's listings, many read ahead),
+// give the same results as on a plain directory.
+func TestDifferentialReadAhead(t *testing.T) {
+	e := mountEnv(t, "")
+	fr, pr := diffRoots(t, e, "readahead")
+	dirs := []string{".", "a", "b", "a/c", "a/c/d", "b/e"}
+	var names []string
+	for _, d := range dirs[1:] {
+		names = append(names, d)
+	}
+	for _, d := range dirs {
+		for _, f := range []string{"x", "y", "z"} {
+			names = append(names, filepath.Join(d, f))
+		}
+	}
+	run := func(r *runner) {
+		for _, d := range dirs[1:] {
+			r.mkdir(d, 0o755)
+		}
+		rng := rand.New(rand.NewSource(20261206))
+		for i := 0; i < 500; i++ {
+			if i%20 == 0 {
+				dropCaches(t)
+			}
+			a := names[rng.Intn(len(names))]
+			b := names[rng.Intn(len(names))]
+			switch rng.Intn(10) {
+			case 0, 1:
+				r.write(a, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, fmt.Sprint(i))
+			case 2:
+				r.unlink(a)
+			case 3:
+				r.mkdir(a, 0o755)
+			case 4:
+				r.rmdir(a)
+			case 5:
+				r.rename(a, b, 0)
+			case 6, 7:
+				r.stat(a, false)
+			default:
+				r.readdir(dirs[rng.Intn(len(dirs))])
+			}
+		}
+	}
+	compareRuns(t, fr, pr, run)
 }
