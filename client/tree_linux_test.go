@@ -40,7 +40,9 @@ func makeTree(t testing.TB, root string, dirs, files int) []string {
 func findList(t testing.TB, root string) string {
 	t.Helper()
 	out, err := exec.Command("find", root, "-printf", "%y %P %s %n %m\n").Output()
-	if err != nil {
+	if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
+		t.Fatalf("find %s: %v: %s", root, err, ee.Stderr)
+	} else if err != nil {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
