@@ -143,7 +143,7 @@ func (d *dirHandle) fill(ctx context.Context) syscall.Errno {
 			f.plus.Store(1)
 			d.buf, d.eof = b.Entries, b.EOF || len(b.Entries) == 0
 			d.n.listBatch(d.buf, start, d.eof, mod)
-			d.n.readAheadSubdirs(d.buf, start)
+			d.n.readAheadSubdirs(d.buf, start, !d.n.statsSeen.Load())
 			return 0
 		}
 		if !notSupported(err) {
@@ -256,10 +256,18 @@ func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 	d.mu.Lock()
 	e := d.last
 	d.plus++
+	shared := d.shared
 	d.mu.Unlock()
 	n := d.n
 	if e != nil && e.Name == name && fullAttr(e.Valid) {
 		return n.fromEntry(ctx, name, e, out), 0
+	}
+	if shared && e != nil && e.Name == name {
+		// An entry read ahead without attributes: none are given
+		// (the kernel takes a FUSE_READDIRPLUS entry with no node
+		// ID as a plain entry, and looks the name up if it needs
+		// to) rather than a lookup each (find reads no attributes).
+		return nil, syscall.EAGAIN
 	}
 	// A known child with valid attributes needs no request either.
 	if ch := n.GetChild(name); ch != nil && e != nil && e.Name == name {

@@ -74,9 +74,14 @@ type node struct {
 	tooBig       bool        // the listing exceeded maxListing
 	misses       int         // lookups sent to the server since the last prefetch
 	prefetching  atomic.Bool // a prefetch of the listing is running
-	xattrsOK     bool        // xattrs is the complete list of names
-	target       string
-	opens        []openRef // the fids of the node's open files, lent to its other operations
+	listNames    bool        // the listing was read ahead without attributes
+	// statsSeen: a lookup under this directory needed attributes a
+	// listing read ahead without them lacked (prefetch.go).
+	statsSeen atomic.Bool
+	treeNamed []treeChunk // read-ahead without attributes, to re-read with them
+	xattrsOK  bool        // xattrs is the complete list of names
+	target    string
+	opens     []openRef // the fids of the node's open files, lent to its other operations
 	// openStamp: mtime and size seen at the last open, to keep the
 	// kernel's page cache when nothing changed.
 	openStamp [3]uint64
@@ -322,7 +327,7 @@ func (n *node) invalidate() {
 // n.mu.
 func (n *node) listChanged() {
 	n.listMod++
-	n.listSeq = nil
+	n.listSeq, n.listNames = nil, false
 	n.fsys.pre.drop(n.qid.Path)
 }
 
@@ -358,7 +363,7 @@ func (n *node) listEpoch() uint64 {
 func (n *node) listBatch(entries []p9ext.Entry, start uint64, eof bool, mod uint64) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.listSeq = nil // the listing is read again: rebuilt below, or dropped
+	n.listSeq, n.listNames = nil, false // read again: rebuilt below, or dropped
 	if n.listMod != mod {
 		// The entries changed while the batch was in flight: it may
 		// predate the change.
@@ -491,6 +496,14 @@ func (n *node) missed() bool {
 	if n.tooBig || (n.attrValid && n.attr.Size > prefetchMaxSize) {
 		return false
 	}
+	if n.listNames && time.Since(n.listAt) <= listingTTL {
+		// Read ahead for a readdir, and now stat: read the listing
+		// with attributes at once, and ask for them in the
+		// read-ahead of this directory and of its parent.
+		n.listNames, n.misses = false, 0
+		go n.sawStatsUnder() // takes n.mu
+		return true
+	}
 	n.misses++
 	if n.misses < prefetchAfter {
 		return false
@@ -521,7 +534,7 @@ func (n *node) prefetch(ctx context.Context) {
 		n.fsys.plus.Store(1)
 		eof := b.EOF || len(b.Entries) == 0
 		ok := n.listBatch(b.Entries, start, eof, mod)
-		n.readAheadSubdirs(b.Entries, start)
+		n.readAheadSubdirs(b.Entries, start, false) // for lookups: with attributes
 		if !ok || eof {
 			return
 		}

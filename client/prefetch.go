@@ -20,6 +20,15 @@ import (
 // many small directories (find, stat of every file) then costs a few
 // requests per treeChunkDirs directories instead of a walk and a
 // READDIRPLUS each.
+//
+// Listings read ahead for a readdir (find) carry names and types only,
+// so the server reads no inode (under TCG, its statx and listxattr of
+// every entry cost more than the round trips saved). The first lookup a
+// directory read ahead so cannot answer reads its listing with
+// attributes at once, and marks it and its parent (statsSeen) so that
+// their read-ahead not yet sent asks for attributes (du, ls -lR).
+// Listings read ahead for lookups (the listing a directory prefetches
+// after a few, stat by path) carry attributes.
 const (
 	treeChunkDirs  = 16        // subdirectories per READDIRTREE request
 	treeChunkBytes = 512 << 10 // bound of one request's answer
@@ -40,6 +49,7 @@ const (
 type preListing struct {
 	entries  []p9ext.Entry
 	complete bool
+	names    bool      // entries carry no attributes
 	at       time.Time // when it was asked for
 }
 
@@ -75,6 +85,25 @@ func (s *preStore) drop(ino uint64) {
 	}
 }
 
+// dropNames forgets the listings of inos read ahead without attributes
+// (stored or in flight), and reports whether any was not taken yet.
+func (s *preStore) dropNames(inos []uint64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	any := false
+	for _, ino := range inos {
+		if l := s.lists[ino]; l != nil && l.names {
+			s.held -= len(l.entries)
+			delete(s.lists, ino)
+			any = true
+		}
+		if s.flights[ino] != nil {
+			any = true
+		}
+	}
+	return any
+}
+
 // known reports whether directory ino is read ahead or being read.
 func (s *preStore) known(ino uint64) bool {
 	s.mu.Lock()
@@ -104,8 +133,12 @@ func (s *preStore) end(inos []uint64, got map[uint64]*preListing, done chan stru
 	defer s.mu.Unlock()
 	for _, ino := range inos {
 		l := got[ino]
+		old := s.lists[ino]
+		if old != nil && l != nil && l.names && !old.names {
+			l = nil // a read without attributes ended after one with
+		}
 		if l != nil && !s.dropped[ino] && s.room(len(l.entries)) {
-			if old := s.lists[ino]; old != nil {
+			if old != nil {
 				s.held -= len(old.entries)
 			}
 			s.lists[ino] = l
@@ -163,22 +196,74 @@ func (s *preStore) take(ctx context.Context, ino uint64) *preListing {
 }
 
 // treeChunk is one READDIRTREE request: the subdirectories (name -> QID
-// path) that follow cookie after in the directory, in order.
+// path) that follow cookie after in the directory, in order; names:
+// without attributes.
 type treeChunk struct {
-	after uint64
-	names map[string]uint64
-	inos  []uint64
+	after  uint64
+	byName map[string]uint64
+	inos   []uint64
+	names  bool
 }
 
 // readAheadSubdirs starts reading the listings of the subdirectories
 // among entries (a batch of n's listing starting after cookie start) in
-// the background, unless the server lacks READDIRTREE.
-func (n *node) readAheadSubdirs(entries []p9ext.Entry, start uint64) {
+// the background, unless the server lacks READDIRTREE. With names, the
+// listings carry no attributes (see node.statsSeen).
+func (n *node) readAheadSubdirs(entries []p9ext.Entry, start uint64, names bool) {
 	f := n.fsys
 	if f.tree.Load() < 0 || f.plus.Load() <= 0 {
 		return
 	}
-	for _, ch := range n.treeChunks(entries, start) {
+	for _, ch := range n.treeChunks(entries, start, names) {
+		done := f.pre.begin(ch.inos)
+		if done == nil {
+			return
+		}
+		if ch.names {
+			n.mu.Lock()
+			if len(n.treeNamed) < maxTreeNamed {
+				n.treeNamed = append(n.treeNamed, ch)
+			}
+			n.mu.Unlock()
+		}
+		go n.readTree(ch, done)
+	}
+}
+
+// maxTreeNamed bounds the read-ahead requests a directory remembers for
+// re-reading with attributes.
+const maxTreeNamed = 2 * treeMaxDirs / treeChunkDirs
+
+// sawStatsUnder records that a lookup in n needed attributes its
+// listing read ahead lacked: see sawStats, for n and its parent.
+func (n *node) sawStatsUnder() {
+	n.sawStats()
+	if _, p := n.Parent(); p != nil {
+		if pn, ok := p.Operations().(*node); ok {
+			pn.sawStats()
+		}
+	}
+}
+
+// sawStats records that a lookup under n needed attributes its listing
+// read ahead lacked: n's read-ahead asks for them from now on, and its
+// listings read ahead without them that no node took yet are read again
+// with them (find -ls, du: a request per treeChunkDirs directories
+// rather than a prefetch each).
+func (n *node) sawStats() {
+	if n.statsSeen.Swap(true) {
+		return
+	}
+	n.mu.Lock()
+	chunks := n.treeNamed
+	n.treeNamed = nil
+	n.mu.Unlock()
+	f := n.fsys
+	for _, ch := range chunks {
+		if !f.pre.dropNames(ch.inos) {
+			continue // all taken already
+		}
+		ch.names = false
 		done := f.pre.begin(ch.inos)
 		if done == nil {
 			return
@@ -190,7 +275,7 @@ func (n *node) readAheadSubdirs(entries []p9ext.Entry, start uint64) {
 // treeChunks groups the subdirectories among entries that need reading
 // ahead into requests of consecutive ones (the server lists the next N
 // subdirectories after a cookie), at most treeMaxDirs in all.
-func (n *node) treeChunks(entries []p9ext.Entry, start uint64) []treeChunk {
+func (n *node) treeChunks(entries []p9ext.Entry, start uint64, names bool) []treeChunk {
 	var (
 		chunks []treeChunk
 		cur    *treeChunk
@@ -209,10 +294,10 @@ func (n *node) treeChunks(entries []p9ext.Entry, start uint64) []treeChunk {
 			continue
 		}
 		if cur == nil || len(cur.inos) >= treeChunkDirs {
-			chunks = append(chunks, treeChunk{after: after, names: map[string]uint64{}})
+			chunks = append(chunks, treeChunk{after: after, byName: map[string]uint64{}, names: names})
 			cur = &chunks[len(chunks)-1]
 		}
-		cur.names[e.Name] = e.QID.Path
+		cur.byName[e.Name] = e.QID.Path
 		cur.inos = append(cur.inos, e.QID.Path)
 		total++
 	}
@@ -252,10 +337,13 @@ func (n *node) readTree(ch treeChunk, done chan struct{}) {
 	defer func() { <-f.pre.sem }()
 	ctx, cancel := f.reqCtx(context.Background())
 	defer cancel()
+	// Decided when sent: stats seen meanwhile (statsSeen) ask for
+	// attributes.
+	names := ch.names && !n.statsSeen.Load()
 	after, left := ch.after, len(ch.inos)
 	for left > 0 {
 		at := time.Now()
-		t, err := n.readTreeOnce(ctx, after, left)
+		t, err := n.readTreeOnce(ctx, after, left, names)
 		if err != nil {
 			if notSupported(err) && f.tree.Load() == 0 {
 				f.tree.Store(-1)
@@ -265,13 +353,13 @@ func (n *node) readTree(ch treeChunk, done chan struct{}) {
 		}
 		f.tree.Store(1)
 		for _, s := range t.Subs {
-			ino, ok := ch.names[s.Name]
+			ino, ok := ch.byName[s.Name]
 			if !ok || ino != s.QID.Path || got[ino] != nil {
 				// Not a subdirectory the listing had (changed
 				// meanwhile, or a confused server): not trusted.
 				return
 			}
-			got[ino] = &preListing{entries: s.Batch.Entries, complete: s.Batch.EOF, at: at}
+			got[ino] = &preListing{entries: s.Batch.Entries, complete: s.Batch.EOF, names: names, at: at}
 		}
 		if t.Done || len(t.Subs) == 0 {
 			return
@@ -281,8 +369,8 @@ func (n *node) readTree(ch treeChunk, done chan struct{}) {
 }
 
 // readTreeOnce sends one READDIRTREE request for the next dirs
-// subdirectories after cookie after.
-func (n *node) readTreeOnce(ctx context.Context, after uint64, dirs int) (p9ext.Tree, error) {
+// subdirectories after cookie after (names: without attributes).
+func (n *node) readTreeOnce(ctx context.Context, after uint64, dirs int, names bool) (p9ext.Tree, error) {
 	c := n.fsys.c
 	r, err := n.holdFid(ctx)
 	if err != nil {
@@ -290,7 +378,11 @@ func (n *node) readTreeOnce(ctx context.Context, after uint64, dirs int) (p9ext.
 	}
 	defer r.put()
 	max := min(c.MaxIO(), treeChunkBytes)
-	b, err := c.GetXattr(ctx, r.fid, p9ext.ReaddirTreeName(after, uint32(max), dirs), max)
+	name := p9ext.ReaddirTreeName(after, uint32(max), dirs)
+	if names {
+		name = p9ext.ReaddirTreeNamesName(after, uint32(max), dirs)
+	}
+	b, err := c.GetXattr(ctx, r.fid, name, max)
 	if err != nil {
 		return p9ext.Tree{}, err
 	}
@@ -320,7 +412,7 @@ func (n *node) adoptListing(ctx context.Context) {
 	if l == nil || !n.setListing(l, mod) {
 		return
 	}
-	n.readAheadSubdirs(l.entries, 0)
+	n.readAheadSubdirs(l.entries, 0, l.names)
 }
 
 // setListing installs l as n's listing unless n's entries changed since
@@ -340,7 +432,7 @@ func (n *node) setListing(l *preListing, mod uint64) bool {
 			m[e.Name] = nil
 		}
 	}
-	n.listing, n.listSeq = m, l.entries
+	n.listing, n.listSeq, n.listNames = m, l.entries, l.names
 	n.listAt, n.listComplete, n.misses = l.at, l.complete, 0
 	if len(l.entries) > 0 {
 		n.listNext = l.entries[len(l.entries)-1].Offset

@@ -9,11 +9,11 @@ import (
 )
 
 // readdirTree answers a READDIRTREE request (see internal/p9ext): the
-// listings, with attributes as in readdirPlus, of the next maxDirs
+// listings, with attributes as in readdirPlus (or namesOnly), of the next maxDirs
 // subdirectories after cookie off, in at most maxBytes. It stops before
 // a subdirectory whose complete listing does not fit, unless it is the
 // first (then listed in part, so the client makes progress).
-func (f *file) readdirTree(off uint64, maxBytes uint32, maxDirs int) ([]byte, error) {
+func (f *file) readdirTree(off uint64, maxBytes uint32, maxDirs int, namesOnly bool) ([]byte, error) {
 	if !f.isDir() {
 		return nil, linux.ENOTDIR
 	}
@@ -42,7 +42,7 @@ func (f *file) readdirTree(off uint64, maxBytes uint32, maxDirs int) ([]byte, er
 			d.consume(e)
 			continue
 		}
-		added, err := f.addSubListing(t, d, e)
+		added, err := f.addSubListing(t, d, e, namesOnly)
 		if err != nil {
 			// Removed meanwhile, not readable, or a name p9ext
 			// cannot carry: the client lists it itself if it
@@ -72,7 +72,7 @@ func (f *file) subdirEntry(d *dirStream, e rawDirent) bool {
 
 // addSubListing lists the subdirectory e of stream d into t, and
 // reports whether it fitted (complete, or in part as t's first record).
-func (f *file) addSubListing(t *p9ext.TreeEncoder, d *dirStream, e rawDirent) (bool, error) {
+func (f *file) addSubListing(t *p9ext.TreeEncoder, d *dirStream, e rawDirent, namesOnly bool) (bool, error) {
 	room := t.Room(e.name)
 	if room <= 0 {
 		return false, nil
@@ -99,7 +99,7 @@ func (f *file) addSubListing(t *p9ext.TreeEncoder, d *dirStream, e rawDirent) (b
 	}
 	dev := stxDev(&st)
 	enc := p9ext.NewEncoder(uint32(room))
-	eof, err := f.fillBatch(sub, dev, enc, false)
+	eof, err := f.fillBatch(sub, dev, enc, namesOnly)
 	if err == linux.ERANGE || (err == nil && !eof && t.Len() > 0) {
 		return false, nil // does not fit whole: the next request lists it
 	}

@@ -48,8 +48,8 @@ func (f *file) GetXattr(name string) ([]byte, error) {
 		b, err = f.readdirPlus(off, max, namesOnly)
 	} else if start, limit, ok := p9ext.ParseExtentsName(name); ok {
 		b, err = f.extentMap(start, limit)
-	} else if after, max, dirs, ok := p9ext.ParseReaddirTreeName(name); ok && f.isDir() {
-		b, err = f.readdirTree(after, max, dirs)
+	} else if after, max, dirs, namesOnly, ok := p9ext.ParseReaddirTreeName(name); ok && f.isDir() {
+		b, err = f.readdirTree(after, max, dirs, namesOnly)
 	} else {
 		b, err = f.getxattr(name)
 	}

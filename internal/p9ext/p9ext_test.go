@@ -161,11 +161,15 @@ func FuzzDecode(f *testing.F) {
 
 func TestTreeRoundTrip(t *testing.T) {
 	name := ReaddirTreeName(7, 1<<20, 16)
-	if after, max, dirs, ok := ParseReaddirTreeName(name); !ok || after != 7 || max != 1<<20 || dirs != 16 {
-		t.Errorf("ParseReaddirTreeName(%q) = %d, %d, %d, %v", name, after, max, dirs, ok)
+	if after, max, dirs, names, ok := ParseReaddirTreeName(name); !ok || after != 7 || max != 1<<20 || dirs != 16 || names {
+		t.Errorf("ParseReaddirTreeName(%q) = %d, %d, %d, %v, %v", name, after, max, dirs, names, ok)
+	}
+	name = ReaddirTreeNamesName(7, 1<<20, 16)
+	if after, max, dirs, names, ok := ParseReaddirTreeName(name); !ok || after != 7 || max != 1<<20 || dirs != 16 || !names {
+		t.Errorf("ParseReaddirTreeName(%q) = %d, %d, %d, %v, %v", name, after, max, dirs, names, ok)
 	}
 	for _, bad := range []string{ReaddirTreePrefix + "1:2", ReaddirTreePrefix + "1:0:3", ReaddirTreePrefix + "1:2:0", ReaddirPlusName(1, 2)} {
-		if _, _, _, ok := ParseReaddirTreeName(bad); ok {
+		if _, _, _, _, ok := ParseReaddirTreeName(bad); ok {
 			t.Errorf("ParseReaddirTreeName(%q) accepted", bad)
 		}
 	}

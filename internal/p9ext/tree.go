@@ -40,31 +40,38 @@ func ReaddirTreeName(after uint64, maxBytes uint32, maxDirs int) string {
 		strconv.FormatUint(uint64(maxBytes), 10) + ":" + strconv.Itoa(maxDirs)
 }
 
-// ParseReaddirTreeName is the inverse of ReaddirTreeName (bounds
-// clamped to MaxBatchBytes and MaxTreeDirs); ok is false when name is
-// not a READDIRTREE request.
-func ParseReaddirTreeName(name string) (after uint64, maxBytes uint32, maxDirs int, ok bool) {
+// ReaddirTreeNamesName asks for the same listings as ReaddirTreeName
+// without attributes (as ReaddirNamesName: QID and file type only).
+func ReaddirTreeNamesName(after uint64, maxBytes uint32, maxDirs int) string {
+	return ReaddirTreeName(after, maxBytes, maxDirs) + namesSuffix
+}
+
+// ParseReaddirTreeName is the inverse of ReaddirTreeName and
+// ReaddirTreeNamesName (namesOnly), bounds clamped to MaxBatchBytes and
+// MaxTreeDirs; ok is false when name is not a READDIRTREE request.
+func ParseReaddirTreeName(name string) (after uint64, maxBytes uint32, maxDirs int, namesOnly, ok bool) {
 	rest, found := strings.CutPrefix(name, ReaddirTreePrefix)
 	if !found {
-		return 0, 0, 0, false
+		return 0, 0, 0, false, false
 	}
+	rest, namesOnly = strings.CutSuffix(rest, namesSuffix)
 	f := strings.Split(rest, ":")
 	if len(f) != 3 {
-		return 0, 0, 0, false
+		return 0, 0, 0, false, false
 	}
 	after, err := strconv.ParseUint(f[0], 10, 64)
 	if err != nil {
-		return 0, 0, 0, false
+		return 0, 0, 0, false, false
 	}
 	mb, err := strconv.ParseUint(f[1], 10, 32)
 	if err != nil || mb == 0 {
-		return 0, 0, 0, false
+		return 0, 0, 0, false, false
 	}
 	md, err := strconv.ParseUint(f[2], 10, 32)
 	if err != nil || md == 0 {
-		return 0, 0, 0, false
+		return 0, 0, 0, false, false
 	}
-	return after, uint32(min(mb, MaxBatchBytes)), int(min(md, MaxTreeDirs)), true
+	return after, uint32(min(mb, MaxBatchBytes)), int(min(md, MaxTreeDirs)), namesOnly, true
 }
 
 // SubListing is one subdirectory's listing in a READDIRTREE answer.
