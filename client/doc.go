@@ -37,15 +37,21 @@
 //     requests. Servers without READDIRPLUS get Treaddir + a
 //     Twalkgetattr per entry.
 //   - Subdirectories are read ahead (READDIRTREE, p9ext): when a listing
-//     read from the server has subdirectories, their listings with
-//     attributes are fetched in the background, 16 per request (4
-//     requests in flight, at most 128 subdirectories per listing read,
-//     none whose size says it is large), and kept by inode number until
-//     the subdirectory asks for its listing; a lookup or readdir of a
-//     subdirectory being read waits for it rather than asking. `find`,
-//     or stat by path, over 100 directories of 100 files costs about 30
-//     requests instead of 400 to 1,000. Servers without it answer an
-//     error and are not asked again.
+//     read from the server has subdirectories, their listings are
+//     fetched in the background, 16 per request (4 requests in flight,
+//     at most 128 subdirectories per listing read, none whose size says
+//     it is large), and kept by inode number until the subdirectory asks
+//     for its listing; a lookup or readdir of a subdirectory being read
+//     waits for it rather than asking. Read ahead for a readdir (find),
+//     listings carry names and types only (the server reads no inode;
+//     their entries reach the kernel's READDIRPLUS without a node);
+//     the first lookup that needs attributes there reads that listing
+//     with them and re-reads its siblings' (find -ls, du). Read ahead
+//     for lookups (a listing prefetched), they carry attributes. `find`
+//     over 100 directories of 100 files costs 27 requests instead of
+//     405, with a stat of every entry 51, and stat by path of every
+//     file 34 instead of 1,004. Servers without it answer an error and
+//     are not asked again.
 //   - Create is Twalk + Tlcreate + the file's and the parent's Tgetattr
 //     in parallel; a new file's xattrs are known empty when its parent
 //     has no default ACL; a written file's attributes are read back in

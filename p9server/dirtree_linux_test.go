@@ -87,6 +87,24 @@ func TestReaddirTree(t *testing.T) {
 	if len(tree.Subs) != 1 || tree.Done {
 		t.Errorf("a 600-byte tree has %d listings (done %v), want the first alone", len(tree.Subs), tree.Done)
 	}
+	// Without attributes: the file type alone.
+	b, err = rc.getXattr(2, p9ext.ReaddirTreeNamesName(0, 1<<20, 20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tree, err = p9ext.DecodeTree(b); err != nil {
+		t.Fatal(err)
+	}
+	if len(tree.Subs) != 20 {
+		t.Errorf("names-only tree: %d listings, want 20", len(tree.Subs))
+	}
+	for _, s := range tree.Subs {
+		for _, e := range s.Batch.Entries {
+			if e.Valid.Size || !e.Valid.Mode || e.Attr.Mode != 0o100000 {
+				t.Errorf("%s/%s: names-only entry with %+v, mode %o", s.Name, e.Name, e.Valid, e.Attr.Mode)
+			}
+		}
+	}
 	if files := srv.OpenFiles(); files != base {
 		t.Errorf("server files: %d, want %d", files, base)
 	}

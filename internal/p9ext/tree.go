@@ -16,7 +16,8 @@ import (
 // the next maxDirs subdirectories after the directory's readdir cookie
 // after: one request instead of a walk and a READDIRPLUS per
 // subdirectory (find, stat of every file of a tree). A server without it
-// answers the name as an unknown xattr (an error).
+// answers the name as an unknown xattr (an error). ReaddirTreeNamesName
+// asks for the listings without attributes (as ReaddirNamesName).
 //
 // The tree encoding: magic "QRT1", record count (u32), done flag (u8: no
 // subdirectory follows the last record in the directory); then each
