@@ -77,11 +77,12 @@ type node struct {
 	listNames    bool        // the listing was read ahead without attributes
 	// statsSeen: a lookup under this directory needed attributes a
 	// listing read ahead without them lacked (prefetch.go).
-	statsSeen atomic.Bool
-	treeNamed []treeChunk // read-ahead without attributes, to re-read with them
-	xattrsOK  bool        // xattrs is the complete list of names
-	target    string
-	opens     []openRef // the fids of the node's open files, lent to its other operations
+	statsSeen   atomic.Bool
+	treeNamed   []treeChunk // read-ahead without attributes, to re-read with them
+	treeNamedAt time.Time   // when the last of treeNamed was sent
+	xattrsOK    bool        // xattrs is the complete list of names
+	target      string
+	opens       []openRef // the fids of the node's open files, lent to its other operations
 	// openStamp: mtime and size seen at the last open, to keep the
 	// kernel's page cache when nothing changed.
 	openStamp [3]uint64

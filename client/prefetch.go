@@ -220,11 +220,7 @@ func (n *node) readAheadSubdirs(entries []p9ext.Entry, start uint64, names bool)
 			return
 		}
 		if ch.names {
-			n.mu.Lock()
-			if len(n.treeNamed) < maxTreeNamed {
-				n.treeNamed = append(n.treeNamed, ch)
-			}
-			n.mu.Unlock()
+			n.rememberNamed(ch)
 		}
 		go n.readTree(ch, done)
 	}
@@ -233,6 +229,20 @@ func (n *node) readAheadSubdirs(entries []p9ext.Entry, start uint64, names bool)
 // maxTreeNamed bounds the read-ahead requests a directory remembers for
 // re-reading with attributes.
 const maxTreeNamed = 2 * treeMaxDirs / treeChunkDirs
+
+// rememberNamed keeps ch, read ahead without attributes, for sawStats
+// (those older than listingTTL are forgotten: their listings expired).
+func (n *node) rememberNamed(ch treeChunk) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if time.Since(n.treeNamedAt) > listingTTL {
+		n.treeNamed = nil
+	}
+	n.treeNamedAt = time.Now()
+	if len(n.treeNamed) < maxTreeNamed {
+		n.treeNamed = append(n.treeNamed, ch)
+	}
+}
 
 // sawStatsUnder records that a lookup in n needed attributes its
 // listing read ahead lacked: see sawStats, for n and its parent.
@@ -256,6 +266,9 @@ func (n *node) sawStats() {
 	}
 	n.mu.Lock()
 	chunks := n.treeNamed
+	if time.Since(n.treeNamedAt) > listingTTL {
+		chunks = nil
+	}
 	n.treeNamed = nil
 	n.mu.Unlock()
 	f := n.fsys
