@@ -13,8 +13,8 @@ import (
 
 // Subdirectory listings are read ahead with READDIRTREE (p9ext): when a
 // directory's entries are read (a READDIRPLUS batch, or the listing a
-// lookup prefetches) and some are subdirectories, their listings, with
-// attributes, are fetched in the background, treeChunkDirs per request,
+// lookup prefetches) and some are subdirectories, their listings are
+// fetched in the background, treeChunkDirs per request,
 // and kept by inode number until the subdirectory's node asks for its
 // listing (a lookup, or a readdir answered without a request). A tree of
 // many small directories (find, stat of every file) then costs a few
@@ -25,8 +25,11 @@ import (
 // so the server reads no inode (under TCG, its statx and listxattr of
 // every entry cost more than the round trips saved). The first lookup a
 // directory read ahead so cannot answer reads its listing with
-// attributes at once, and marks it and its parent (statsSeen) so that
-// their read-ahead not yet sent asks for attributes (du, ls -lR).
+// attributes at once, and marks it and its parent (statsSeen): their
+// read-ahead asks for attributes from then on, and what they read ahead
+// without them that no node took yet is read again with them (du,
+// find -ls: a request per treeChunkDirs directories, not a prefetch
+// each).
 // Listings read ahead for lookups (the listing a directory prefetches
 // after a few, stat by path) carry attributes.
 const (
