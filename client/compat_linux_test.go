@@ -57,9 +57,15 @@ func (a xattrAttacher) Attach() (p9.File, error) {
 // localfs (no READDIRPLUS, no statfs), with GetXattr answered by getx.
 func mountLibraryServer(t *testing.T, dir string, getx func(string) ([]byte, error)) (*Mounted, string) {
 	t.Helper()
+	return mountAttacher(t, xattrAttacher{localfs.Attacher(dir), getx})
+}
+
+// mountAttacher mounts the tree of a, served by the p9 library's server.
+func mountAttacher(t *testing.T, a p9.Attacher) (*Mounted, string) {
+	t.Helper()
 	requireFUSE(t)
 	cc, sc := socketPair(t)
-	srv := p9.NewServer(xattrAttacher{localfs.Attacher(dir), getx})
+	srv := p9.NewServer(a)
 	served := make(chan struct{})
 	go func() {
 		defer close(served)

@@ -42,6 +42,7 @@ type dirHandle struct {
 	eof    bool
 	last   *p9ext.Entry // the entry Readdirent returned last
 	rfid   ninep.Fid    // opened fid for Treaddir
+	shared bool         // buf is the node's listing (node.seqAfter)
 	// given counts the entries returned since the last batch, plus those
 	// the kernel asked attributes for (READDIRPLUS).
 	given, plus int
@@ -109,7 +110,13 @@ func (d *dirHandle) fill(ctx context.Context) syscall.Errno {
 	f := d.n.fsys
 	ctx, cancel := f.reqCtx(ctx)
 	defer cancel()
+	if d.shared {
+		d.buf, d.shared = nil, false // never append to a node's listing
+	}
 	d.buf, d.pos = d.buf[:0], 0
+	if d.fromListing(ctx) {
+		return 0
+	}
 	if f.plus.Load() >= 0 {
 		start := d.cookie
 		first := start == 0
@@ -136,6 +143,7 @@ func (d *dirHandle) fill(ctx context.Context) syscall.Errno {
 			f.plus.Store(1)
 			d.buf, d.eof = b.Entries, b.EOF || len(b.Entries) == 0
 			d.n.listBatch(d.buf, start, d.eof, mod)
+			d.n.readAheadSubdirs(d.buf, start, !d.n.statsSeen.Load())
 			return 0
 		}
 		if !notSupported(err) {
@@ -152,6 +160,19 @@ func (d *dirHandle) fill(ctx context.Context) syscall.Errno {
 		return e
 	}
 	return d.readPlain(ctx)
+}
+
+// fromListing answers the next batch from the directory's listing read
+// ahead (node.adoptListing), without a request, if it is complete and
+// unchanged since.
+func (d *dirHandle) fromListing(ctx context.Context) bool {
+	d.n.adoptListing(ctx)
+	s, ok := d.n.seqAfter(d.cookie)
+	if !ok {
+		return false
+	}
+	d.buf, d.shared, d.eof = s, true, true
+	return true
 }
 
 // notSupported reports whether a READDIRPLUS request failed because the
@@ -235,10 +256,18 @@ func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 	d.mu.Lock()
 	e := d.last
 	d.plus++
+	shared := d.shared
 	d.mu.Unlock()
 	n := d.n
 	if e != nil && e.Name == name && fullAttr(e.Valid) {
 		return n.fromEntry(ctx, name, e, out), 0
+	}
+	if shared && e != nil && e.Name == name {
+		// An entry read ahead without attributes: none are given
+		// (the kernel takes a FUSE_READDIRPLUS entry with no node
+		// ID as a plain entry, and looks the name up if it needs
+		// to) rather than a lookup each (find reads no attributes).
+		return nil, syscall.EAGAIN
 	}
 	// A known child with valid attributes needs no request either.
 	if ch := n.GetChild(name); ch != nil && e != nil && e.Name == name {

@@ -36,6 +36,22 @@
 //     attributes (prefetch). `ls -l` of 10,000 files costs about twenty
 //     requests. Servers without READDIRPLUS get Treaddir + a
 //     Twalkgetattr per entry.
+//   - Subdirectories are read ahead (READDIRTREE, p9ext): when a listing
+//     read from the server has subdirectories, their listings are
+//     fetched in the background, 16 per request (4 requests in flight,
+//     at most 128 subdirectories per listing read, none whose size says
+//     it is large), and kept by inode number until the subdirectory asks
+//     for its listing; a lookup or readdir of a subdirectory being read
+//     waits for it rather than asking. Read ahead for a readdir (find),
+//     listings carry names and types only (the server reads no inode;
+//     their entries reach the kernel's READDIRPLUS without a node);
+//     the first lookup that needs attributes there reads that listing
+//     with them and re-reads its siblings' (find -ls, du). Read ahead
+//     for lookups (a listing prefetched), they carry attributes. `find`
+//     over 100 directories of 100 files costs 27 requests instead of
+//     405, with a stat of every entry 51, and stat by path of every
+//     file 34 instead of 1,004. Servers without it answer an error and
+//     are not asked again.
 //   - Create is Twalk + Tlcreate + the file's and the parent's Tgetattr
 //     in parallel; a new file's xattrs are known empty when its parent
 //     has no default ACL; a written file's attributes are read back in
@@ -63,7 +79,10 @@
 //     lookups WithNegativeTimeout, default DefaultNegativeTimeout (1 h).
 //     The client's own directory listings answer lookups for 10 s after
 //     they were read from the server (kept current by the mount's own
-//     changes meanwhile).
+//     changes meanwhile). Listings read ahead are kept for as long (at
+//     most 65,536 entries not yet taken by a directory), dropped by any
+//     change of their directory made through the mount, and answer
+//     readdir too while their directory is unchanged.
 //   - file contents: FOPEN_KEEP_CACHE when a file's mtime and size are
 //     those seen at its previous open; writes go through the kernel's page
 //     cache (no writeback cache: mtime and size stay exact), and shared

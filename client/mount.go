@@ -41,6 +41,7 @@ func newRoot(ctx context.Context, c *ninep.Client, cfg config) (*node, error) {
 		return nil, fmt.Errorf("root is not a directory: %w", syscall.ENOTDIR)
 	}
 	f := &fsys{c: c, log: cfg.logger, cfg: cfg, inos: make(map[uint64]*inoState)}
+	f.pre.init()
 	root := &node{fsys: f, fids: &fidSlot{ref: newFidRef(c, fid)}}
 	root.setAttr(qid, valid, attr)
 	f.inos[qid.Path] = &inoState{}

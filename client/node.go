@@ -30,8 +30,10 @@ type fsys struct {
 	nextGen uint64
 
 	// plus: 0 unknown, 1 the server answers READDIRPLUS, -1 it does not;
-	// names: -1 if it has no names-only batches.
-	plus, names atomic.Int32
+	// names: -1 if it has no names-only batches; tree: the same for
+	// READDIRTREE.
+	plus, names, tree atomic.Int32
+	pre               preStore // subdirectory listings read ahead
 }
 
 // inoState tracks one inode number while a node has it: the FUSE
@@ -64,6 +66,7 @@ type node struct {
 	// not known. listMod counts those changes (a batch fetched while one
 	// happened is not trusted).
 	listing      map[string]*p9ext.Entry
+	listSeq      []p9ext.Entry // the listing in order, while unchanged since read ahead
 	listAt       time.Time
 	listComplete bool
 	listNext     uint64 // the cookie the listing's last batch ended at
@@ -71,9 +74,15 @@ type node struct {
 	tooBig       bool        // the listing exceeded maxListing
 	misses       int         // lookups sent to the server since the last prefetch
 	prefetching  atomic.Bool // a prefetch of the listing is running
-	xattrsOK     bool        // xattrs is the complete list of names
-	target       string
-	opens        []openRef // the fids of the node's open files, lent to its other operations
+	listNames    bool        // the listing was read ahead without attributes
+	// statsSeen: a lookup under this directory needed attributes a
+	// listing read ahead without them lacked (prefetch.go).
+	statsSeen   atomic.Bool
+	treeNamed   []treeChunk // read-ahead without attributes, to re-read with them
+	treeNamedAt time.Time   // when the last of treeNamed was sent
+	xattrsOK    bool        // xattrs is the complete list of names
+	target      string
+	opens       []openRef // the fids of the node's open files, lent to its other operations
 	// openStamp: mtime and size seen at the last open, to keep the
 	// kernel's page cache when nothing changed.
 	openStamp [3]uint64
@@ -307,10 +316,20 @@ func (n *node) invalidate() {
 			if _, ok := pn.listing[name]; ok {
 				pn.listing[name] = nil
 			}
-			pn.listMod++ // a batch in flight may hold the old attributes
+			pn.listChanged() // a batch in flight may hold the old attributes
 			pn.mu.Unlock()
 		}
 	}
+}
+
+// listChanged records a change of the directory's entries (or of what
+// its listing says of them): batches and listings read ahead meanwhile
+// are not trusted, nor the ordered listing for readdir. Caller holds
+// n.mu.
+func (n *node) listChanged() {
+	n.listMod++
+	n.listSeq, n.listNames = nil, false
+	n.fsys.pre.drop(n.qid.Path)
 }
 
 // listingTTL bounds how long a listing read from the server answers
@@ -345,6 +364,7 @@ func (n *node) listEpoch() uint64 {
 func (n *node) listBatch(entries []p9ext.Entry, start uint64, eof bool, mod uint64) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.listSeq, n.listNames = nil, false // read again: rebuilt below, or dropped
 	if n.listMod != mod {
 		// The entries changed while the batch was in flight: it may
 		// predate the change.
@@ -402,7 +422,7 @@ func (n *node) listed(name string) (e *p9ext.Entry, absent bool) {
 func (n *node) listSet(name string, e *p9ext.Entry, gone bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.listMod++
+	n.listChanged()
 	if n.listing == nil {
 		return
 	}
@@ -428,7 +448,7 @@ func (n *node) listSet(name string, e *p9ext.Entry, gone bool) {
 func (n *node) listDrop() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.listMod++
+	n.listChanged()
 	n.listing = nil
 }
 
@@ -437,6 +457,7 @@ func (n *node) listDrop() {
 func (n *node) listNew() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.listChanged() // its inode number may have held another directory
 	n.listing = map[string]*p9ext.Entry{}
 	n.listAt, n.listComplete, n.tooBig, n.misses = time.Now(), true, false, 0
 }
@@ -476,6 +497,14 @@ func (n *node) missed() bool {
 	if n.tooBig || (n.attrValid && n.attr.Size > prefetchMaxSize) {
 		return false
 	}
+	if n.listNames && time.Since(n.listAt) <= listingTTL {
+		// Read ahead for a readdir, and now stat: read the listing
+		// with attributes at once, and ask for them in the
+		// read-ahead of this directory and of its parent.
+		n.listNames, n.misses = false, 0
+		go n.sawStatsUnder() // takes n.mu
+		return true
+	}
 	n.misses++
 	if n.misses < prefetchAfter {
 		return false
@@ -505,7 +534,9 @@ func (n *node) prefetch(ctx context.Context) {
 		}
 		n.fsys.plus.Store(1)
 		eof := b.EOF || len(b.Entries) == 0
-		if !n.listBatch(b.Entries, start, eof, mod) || eof {
+		ok := n.listBatch(b.Entries, start, eof, mod)
+		n.readAheadSubdirs(b.Entries, start, false) // for lookups: with attributes
+		if !ok || eof {
 			return
 		}
 		d.cookie = b.Entries[len(b.Entries)-1].Offset

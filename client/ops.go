@@ -39,11 +39,12 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	if e := nameErr(name); e != 0 {
 		return nil, e
 	}
+	ctx, cancel := n.fsys.reqCtx(ctx)
+	defer cancel()
+	n.adoptListing(ctx)
 	if ch, e, ok := n.lookupListed(ctx, name, out); ok {
 		return ch, e
 	}
-	ctx, cancel := n.fsys.reqCtx(ctx)
-	defer cancel()
 	if n.missed() {
 		n.prefetch(ctx)
 		if ch, e, ok := n.lookupListed(ctx, name, out); ok {

@@ -217,51 +217,35 @@ func (f *file) readdirPlus(off uint64, maxBytes uint32, namesOnly bool) ([]byte,
 		return nil, err
 	}
 	enc := p9ext.NewEncoder(maxBytes)
+	eof, err := f.fillBatch(d, f.dev, enc, namesOnly)
+	if err != nil {
+		return nil, err
+	}
+	return enc.Bytes(eof), nil
+}
+
+// fillBatch adds the entries of stream d (a directory on device dev) to
+// enc until it is full or the directory ends (eof). It fails with ERANGE
+// when not even the next entry fits. Caller holds d.mu.
+func (f *file) fillBatch(d *dirStream, dev uint64, enc *p9ext.Encoder, namesOnly bool) (eof bool, err error) {
 	var xbuf []byte
-	eof := false
 	for {
 		e, ok, err := d.peek()
 		if err != nil {
 			if enc.Len() > 0 {
-				break
+				return false, nil
 			}
-			return nil, err
+			return false, err
 		}
 		if !ok {
-			eof = true
-			break
+			return true, nil
 		}
 		if e.name == "." || e.name == ".." {
 			d.consume(e)
 			continue
 		}
-		ent := p9ext.Entry{Name: e.name, Offset: e.off}
-		typ, typeKnown := dtQIDType(e.typ)
-		if namesOnly && typeKnown {
-			mode := p9.FileMode(uint32(e.typ) << 12) // DT_* << 12 == S_IF*
-			ent.QID = f.fs.qid(f.dev, e.ino, uint32(mode))
-			ent.Type = ent.QID.Type
-			ent.Valid.Mode, ent.Attr.Mode = true, mode
-		} else if st, err := statxAt(d.fd, e.name); err == nil && namesOnly {
-			ent.QID = f.fs.qid(stxDev(&st), st.Ino, uint32(st.Mode))
-			ent.Type = ent.QID.Type
-			ent.Valid.Mode, ent.Attr.Mode = true, p9.FileMode(st.Mode&unix.S_IFMT)
-		} else if err == nil {
-			ent.Valid, ent.Attr = attrFromStatx(&st)
-			ent.QID = f.fs.qid(stxDev(&st), st.Ino, uint32(st.Mode))
-			ent.Type = ent.QID.Type
-			if f.fs.procOK {
-				var names []string
-				names, xbuf, err = llistxattr(procPath(d.fd)+"/"+e.name, xbuf)
-				if err == nil {
-					ent.XattrsKnown, ent.Xattrs = true, names
-				}
-			}
-		} else {
-			// Removed since getdents: list it without attributes.
-			ent.Type = typ
-			ent.QID = p9.QID{Type: typ, Path: f.fs.qidPath(f.dev, e.ino)}
-		}
+		var ent p9ext.Entry
+		ent, xbuf = f.plusEntry(d, dev, e, namesOnly, xbuf)
 		added, err := enc.Add(ent)
 		if err != nil {
 			// A name p9ext cannot carry (longer than NAME_MAX):
@@ -272,11 +256,43 @@ func (f *file) readdirPlus(off uint64, maxBytes uint32, namesOnly bool) ([]byte,
 		}
 		if !added {
 			if enc.Len() == 0 {
-				return nil, linux.ERANGE
+				return false, linux.ERANGE
 			}
-			break
+			return false, nil
 		}
 		d.consume(e)
 	}
-	return enc.Bytes(eof), nil
+}
+
+// plusEntry describes the entry e of stream d (see readdirPlus); xbuf is
+// a buffer for llistxattr, returned for reuse.
+func (f *file) plusEntry(d *dirStream, dev uint64, e rawDirent, namesOnly bool, xbuf []byte) (p9ext.Entry, []byte) {
+	ent := p9ext.Entry{Name: e.name, Offset: e.off}
+	typ, typeKnown := dtQIDType(e.typ)
+	if namesOnly && typeKnown {
+		mode := p9.FileMode(uint32(e.typ) << 12) // DT_* << 12 == S_IF*
+		ent.QID = f.fs.qid(dev, e.ino, uint32(mode))
+		ent.Type = ent.QID.Type
+		ent.Valid.Mode, ent.Attr.Mode = true, mode
+	} else if st, err := statxAt(d.fd, e.name); err == nil && namesOnly {
+		ent.QID = f.fs.qid(stxDev(&st), st.Ino, uint32(st.Mode))
+		ent.Type = ent.QID.Type
+		ent.Valid.Mode, ent.Attr.Mode = true, p9.FileMode(st.Mode&unix.S_IFMT)
+	} else if err == nil {
+		ent.Valid, ent.Attr = attrFromStatx(&st)
+		ent.QID = f.fs.qid(stxDev(&st), st.Ino, uint32(st.Mode))
+		ent.Type = ent.QID.Type
+		if f.fs.procOK {
+			var names []string
+			names, xbuf, err = llistxattr(procPath(d.fd)+"/"+e.name, xbuf)
+			if err == nil {
+				ent.XattrsKnown, ent.Xattrs = true, names
+			}
+		}
+	} else {
+		// Removed since getdents: list it without attributes.
+		ent.Type = typ
+		ent.QID = p9.QID{Type: typ, Path: f.fs.qidPath(dev, e.ino)}
+	}
+	return ent, xbuf
 }

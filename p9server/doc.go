@@ -56,7 +56,9 @@
 // READDIRPLUS (see internal/p9ext): a Txattrwalk on a directory for the
 // name p9ext.ReaddirPlusName(cookie, max) returns the entries after the
 // cookie, each with its QID, full attributes and xattr names, in one
-// round trip. It uses the same cookies as Readdir.
+// round trip. It uses the same cookies as Readdir. READDIRTREE
+// (p9ext.ReaddirTreeName) returns the listings of the directory's next
+// subdirectories after a cookie, each as a READDIRPLUS batch.
 //
 // Locks (Tlock) are open-file-description locks on the fid's open file; a
 // conflicting lock answers LockStatusBlocked and the client retries, as

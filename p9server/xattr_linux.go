@@ -36,8 +36,9 @@ func (f *file) xattrTarget() (fd int, path string, err error) {
 
 // GetXattr implements p9.File.GetXattr. On a directory, a name accepted
 // by p9ext.ParseReaddirPlusName returns a READDIRPLUS batch (or one of
-// names only) instead of an
-// attribute. On success it takes a reference (see file).
+// names only), one accepted by p9ext.ParseReaddirTreeName the listings
+// of subdirectories (READDIRTREE), instead of an attribute. On success
+// it takes a reference (see file).
 func (f *file) GetXattr(name string) ([]byte, error) {
 	var (
 		b   []byte
@@ -47,6 +48,8 @@ func (f *file) GetXattr(name string) ([]byte, error) {
 		b, err = f.readdirPlus(off, max, namesOnly)
 	} else if start, limit, ok := p9ext.ParseExtentsName(name); ok {
 		b, err = f.extentMap(start, limit)
+	} else if after, max, dirs, namesOnly, ok := p9ext.ParseReaddirTreeName(name); ok && f.isDir() {
+		b, err = f.readdirTree(after, max, dirs, namesOnly)
 	} else {
 		b, err = f.getxattr(name)
 	}

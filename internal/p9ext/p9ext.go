@@ -16,6 +16,10 @@
 //     bits): what find needs, at the cost of a
 //     plain getdents on the server. A server without it answers the name
 //     as an unknown xattr (an error), and the client asks for full batches.
+//   - READDIRTREE (tree.go): ReaddirTreeName asks a directory for the
+//     listings of several of its subdirectories at once, so a tree of many
+//     small directories (find, stat of every file) is read in a few
+//     requests instead of a walk and a READDIRPLUS per directory.
 //
 // The batch encoding is little-endian and versioned by its magic.
 package p9ext
