@@ -68,10 +68,8 @@ func (n *node) holdOpen(writable bool) *fidRef {
 func (f *file) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	ctx, cancel := f.n.fsys.reqCtx(ctx)
 	defer cancel()
-	if m := f.n.extentMap(ctx, f.fid, off); m != nil {
-		if n, ok := f.n.fsys.cfg.direct.readMapped(m, dest, off); ok {
-			return fuse.ReadResultData(dest[:n]), 0
-		}
+	if n, ok := f.n.readDirect(ctx, f.fid, dest, off); ok {
+		return fuse.ReadResultData(dest[:n]), 0
 	}
 	total := 0
 	for total < len(dest) {

@@ -29,6 +29,10 @@ type fsys struct {
 	inos    map[uint64]*inoState
 	nextGen uint64
 
+	// datas: direct-read state by inode number (direct.go).
+	dataMu sync.Mutex
+	datas  map[uint64]*inoData
+
 	// plus: 0 unknown, 1 the server answers READDIRPLUS, -1 it does not;
 	// names: -1 if it has no names-only batches; tree: the same for
 	// READDIRTREE.
@@ -87,16 +91,6 @@ type node struct {
 	// kernel's page cache when nothing changed.
 	openStamp [3]uint64
 	opened    bool
-
-	// xm is the file's extent map for direct reads (WithDirectRead),
-	// valid while dataGen is what it was fetched at; writers counts the
-	// file's opens for writing and changing the changes of its data in
-	// flight without one (see direct.go). xmMu serializes fetching.
-	xmMu     sync.Mutex
-	xm       *extMap
-	dataGen  uint64
-	writers  int
-	changing int
 }
 
 var (
@@ -169,6 +163,7 @@ func (f *fsys) stable(qid p9.QID, mode uint32) fs.StableAttr {
 		f.nextGen++
 		st = &inoState{gen: f.nextGen}
 		f.inos[qid.Path] = st
+		f.dataRenew(qid.Path)
 	}
 	return fs.StableAttr{Ino: qid.Path, Gen: st.gen, Mode: mode & syscall.S_IFMT}
 }
@@ -270,6 +265,7 @@ func (n *node) OnForget() {
 		delete(f.inos, n.StableAttr().Ino)
 	}
 	f.inoMu.Unlock()
+	f.dataForget(n.StableAttr().Ino)
 	if !n.IsRoot() {
 		n.fids.release()
 	}

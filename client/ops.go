@@ -212,7 +212,9 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	// opened (one round trip less before the first read).
 	var mapped sync.WaitGroup
 	if flags&syscall.O_ACCMODE == syscall.O_RDONLY && flags&syscall.O_TRUNC == 0 && n.StableAttr().Mode == syscall.S_IFREG {
-		mapped.Go(func() { n.extentMap(ctx, fid, 0) })
+		if d := n.fsys.data(n.StableAttr().Ino); d != nil {
+			mapped.Go(func() { n.extentMap(ctx, d, fid, 0) })
+		}
 	}
 	_, _, err = n.fsys.c.Open(ctx, fid, openFlags(flags))
 	mapped.Wait()
@@ -222,6 +224,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	}
 	if flags&syscall.O_TRUNC != 0 {
 		n.invalidate()
+		defer n.dataChange()()
 		if err := n.fsys.c.Setattr(ctx, fid, p9.SetAttrMask{Size: true}, p9.SetAttr{}); err != nil {
 			n.fsys.c.Clunk(fid)
 			return nil, 0, errno(err)

@@ -424,6 +424,10 @@ func (a apt) kernelSource(ctx context.Context, pkg, ver, cache string) (string, 
 		}
 		x := filepath.Join(cache, "src", "deb_"+filepath.Base(base))
 		if _, err := os.Stat(filepath.Join(x, "usr", "src", pkg+".tar.xz")); err != nil {
+			// dpkg-deb makes x but not its parent.
+			if err := os.MkdirAll(filepath.Dir(x), 0o755); err != nil {
+				return "", err
+			}
 			if _, err := a.run(ctx, "", "dpkg-deb", "-x", deb, x); err != nil {
 				return "", err
 			}
