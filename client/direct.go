@@ -270,6 +270,9 @@ func (d *directRead) readMapped(m *p9ext.ExtentMap, dest []byte, off int64) (n i
 	if end > m.End {
 		return 0, false
 	}
+	if testHookDirectRead != nil {
+		testHookDirectRead()
+	}
 	ext := m.Extents
 	i := sort.Search(len(ext), func(i int) bool { return ext[i].Logical+ext[i].Length > pos })
 	for pos < end {
@@ -310,3 +313,6 @@ type directRead struct {
 	size  int64
 	bytes atomic.Int64 // read from the device so far
 }
+
+// testHookDirectRead, when set (tests), runs before a read through a map.
+var testHookDirectRead func()

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -107,4 +108,67 @@ func reviewDeadAlias(t *testing.T, direct bool) {
 	if !bytes.Equal(got, newData) {
 		t.Fatalf("read %q... after the write through the other name, want %q... (direct bytes %d)", got[:8], newData[:8], e.m.DirectBytes())
 	}
+}
+
+// TestReviewDirectReadAcrossTruncate: a direct read that took the map
+// before a truncate by name reads the blocks after they were freed and
+// given to another file: the reader gets that file's bytes. (The hook
+// only widens the window between taking the map and reading the disk.)
+func TestReviewDirectReadAcrossTruncate(t *testing.T) {
+	data, img := reviewImage(t)
+	if err := os.WriteFile(filepath.Join(data, "victim"), bytes.Repeat([]byte("V"), 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	unix.Sync()
+	dev, _ := os.Open(img)
+	defer dev.Close()
+	e := mountEnvServer(t, data, []p9server.Option{p9server.WithExtentMaps()}, WithDirectRead(dev, 64<<20))
+	r, err := os.OpenFile(e.path("victim"), os.O_RDONLY|unix.O_DIRECT, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	paused, resume := make(chan struct{}), make(chan struct{})
+	first := true
+	testHookDirectRead = func() {
+		if first {
+			first = false
+			close(paused)
+			<-resume
+		}
+	}
+	defer func() { testHookDirectRead = nil }()
+	got, err := unix.Mmap(-1, 0, 64<<10, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE) // aligned for O_DIRECT
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := r.ReadAt(got, 0); done <- err }()
+	<-paused
+	go os.Truncate(e.path("victim"), 0) // waits for the read's pages in the kernel
+	for i := 0; ; i++ {
+		if st, err := os.Stat(filepath.Join(data, "victim")); err == nil && st.Size() == 0 {
+			break
+		}
+		if i > 500 {
+			t.Fatal("truncate did not reach the server")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	unix.Sync() // the guest's journal commits (ext4 does every 5 s): the blocks are free
+	s, err := os.Create(e.path("secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Write(bytes.Repeat([]byte("S"), 1<<20))
+	s.Sync()
+	s.Close()
+	close(resume)
+	if err := <-done; err != nil {
+		t.Logf("read: %v", err)
+	}
+	if bytes.Contains(got, []byte("S")) {
+		t.Fatalf("a read of victim returned bytes of another file: %q...", got[:16])
+	}
+	t.Logf("read returned %q...", got[:16])
 }
