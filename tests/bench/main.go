@@ -37,7 +37,7 @@ func main() {
 	flag.StringVar(&o.qmount, "qmount", "build/qmount", "the qmount binary (its guests are found next to it)")
 	flag.StringVar(&o.dir, "dir", "", "work directory for the images (default: a new one under $TMPDIR)")
 	flag.StringVar(&o.out, "out", "build/bench", "where results.md and results.json go")
-	flag.StringVar(&o.only, "methods", "", "comma-separated subset of methods: kernel,qmount,qmount-mini,loopback,guestmount,fuse2fs")
+	flag.StringVar(&o.only, "methods", "", "comma-separated subset of methods: kernel,qmount,qmount-via-guest,qmount-mini,loopback,guestmount,fuse2fs")
 	flag.IntVar(&o.runs, "runs", 0, "runs per method (default 3, quick 1)")
 	flag.StringVar(&o.guestTCG, "guestfs-tcg", "auto", "force libguestfs onto TCG: auto (when qmount would use TCG), yes, no")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory")

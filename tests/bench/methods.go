@@ -74,6 +74,8 @@ func methods(e *env) []*method {
 			note: "the kernel's ext4 on a loop device; cold = host caches dropped before each phase (each phase reads data not read before in that mount)"},
 		{key: "qmount", name: "qmount", kind: kindQmount, mount: qmountMount(""),
 			note: "default guest; cold = a new VM each run, host caches dropped before each phase, and each phase reads data the guest has not read yet"},
+		{key: "qmount-via-guest", name: "qmount --no-direct-read", kind: kindQmount, mount: qmountMount("", "--no-direct-read"),
+			note: "default guest, every read through the VM (no direct reads from the image); as qmount"},
 		{key: "qmount-mini", name: "qmount --guest mini", kind: kindQmount, mount: qmountMount("mini"),
 			note: "the mini guest; as qmount"},
 		{key: "loopback", name: "qmount loopback", kind: kindDataPath, mount: mountLoopback,
@@ -100,7 +102,7 @@ func methods(e *env) []*method {
 		switch m.key {
 		case "kernel":
 			m.skip = needTools("mount", "umount", "losetup")
-		case "qmount":
+		case "qmount", "qmount-via-guest":
 			m.skip = qm
 			if m.skip == "" && !built("linux") {
 				m.skip = "default guest not built (make guests)"
@@ -433,9 +435,9 @@ func qmountStatus(ctx context.Context, e *env, mnt string) (*qmountState, error)
 	return nil, fmt.Errorf("qmount status does not list %s", mnt)
 }
 
-func qmountMount(guest string) func(ctx context.Context, e *env, img, mnt string) (*mounted, error) {
+func qmountMount(guest string, flags ...string) func(ctx context.Context, e *env, img, mnt string) (*mounted, error) {
 	return func(ctx context.Context, e *env, img, mnt string) (*mounted, error) {
-		args := []string{"mount"}
+		args := append([]string{"mount"}, flags...)
 		if guest != "" {
 			args = append(args, "--guest", guest)
 		}
