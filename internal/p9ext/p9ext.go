@@ -20,6 +20,10 @@
 //     listings of several of its subdirectories at once, so a tree of many
 //     small directories (find, stat of every file) is read in a few
 //     requests instead of a walk and a READDIRPLUS per directory.
+//   - EXTENTS (extents.go): ExtentsName asks a regular file where its
+//     data lies on the guest's block device (FIEMAP, dirty pages written
+//     back first), so a host that sees the same device reads the data
+//     itself instead of through the VM.
 //
 // The batch encoding is little-endian and versioned by its magic.
 package p9ext
