@@ -115,8 +115,9 @@ func (f *file) Write(ctx context.Context, data []byte, off int64) (uint32, sysca
 	return uint32(total), 0
 }
 
-// Flush is called on each close(2). Writes are synchronous, so there is
-// nothing to send.
+// Flush is called on close(2) only with WithServerLocks (files are
+// otherwise opened FOPEN_NOFLUSH; see noFlush). Writes are synchronous,
+// so there is nothing to send.
 func (f *file) Flush(ctx context.Context) syscall.Errno { return 0 }
 
 func (f *file) Fsync(ctx context.Context, flags uint32) syscall.Errno {

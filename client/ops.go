@@ -230,7 +230,19 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 			return nil, 0, errno(err)
 		}
 	}
-	return n.newFile(fid, flags), n.keepCache(), 0
+	return n.newFile(fid, flags), n.keepCache() | n.fsys.noFlush(), 0
+}
+
+// noFlush is FOPEN_NOFLUSH unless locks are the server's: close(2) then
+// sends no FLUSH. Writes are synchronous (their errors reach write(2)),
+// so a flush has nothing to do; the kernel still writes back shared
+// mmap pages at close and munmap. With WithServerLocks a FLUSH releases
+// the closer's locks on the server.
+func (f *fsys) noFlush() uint32 {
+	if f.cfg.serverLocks {
+		return 0
+	}
+	return fuse.FOPEN_NOFLUSH
 }
 
 // keepCache decides whether the kernel may keep the file's cached pages:
@@ -297,7 +309,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	n.born(ctx, name, child)
 	child.fillEntry(out, &attr)
 	child.keepCache()
-	return child.EmbeddedInode(), child.newFile(fid, flags), 0, 0
+	return child.EmbeddedInode(), child.newFile(fid, flags), n.fsys.noFlush(), 0
 }
 
 // made finishes Mkdir, Symlink and Mknod: one Twalkgetattr for the

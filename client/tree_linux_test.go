@@ -259,3 +259,28 @@ func TestDifferentialReadAhead(t *testing.T) {
 	}
 	compareRuns(t, fr, pr, run)
 }
+
+// TestFindAfterParentListed: find of a tree whose listing was read ahead
+// when its parent was listed (ls, then the kernel's caches dropped): the
+// subdirectories come with attributes in the names-only listing, so
+// descending into each costs no lookup (54 requests before, about 30).
+func TestFindAfterParentListed(t *testing.T) {
+	data := t.TempDir()
+	makeTree(t, filepath.Join(data, "tree"), 100, 100)
+	e := mountEnv(t, data)
+	if _, err := os.ReadDir(e.mnt); err != nil {
+		t.Fatal(err)
+	}
+	e.settle()
+	dropCaches(t)
+	before := e.m.Client().Stats().Total
+	got := findList(t, e.path("tree"), false)
+	e.settle()
+	used := e.m.Client().Stats().Total - before
+	if want := findList(t, filepath.Join(data, "tree"), false); got != want {
+		t.Errorf("find through the mount differs from find on the directory")
+	}
+	if used > 40 {
+		t.Errorf("find after the parent was listed took %d requests, want at most 40", used)
+	}
+}

@@ -198,10 +198,11 @@ func (f *file) plusStream() (*dirStream, error) {
 // entries after cookie off, with attributes (fstatat AT_SYMLINK_NOFOLLOW)
 // and xattr names (llistxattr through /proc; XattrsKnown is false where
 // that is not possible), in a batch of at most maxBytes, using the same
-// cookies as Readdir. With namesOnly, entries carry their QID and, as
-// their only attribute, the file type (Valid.Mode with the S_IFMT bits of
-// Attr.Mode), both from the directory entry: no inode is read, except for
-// the type where the file system does not record it. It fails with
+// cookies as Readdir. With namesOnly, entries other than subdirectories
+// carry their QID and, as their only attribute, the file type (Valid.Mode
+// with the S_IFMT bits of Attr.Mode), both from the directory entry: no
+// inode is read, except for the type where the file system does not
+// record it; subdirectories carry full attributes. It fails with
 // ERANGE when not even the next entry fits.
 func (f *file) readdirPlus(off uint64, maxBytes uint32, namesOnly bool) ([]byte, error) {
 	if !f.isDir() {
@@ -269,12 +270,15 @@ func (f *file) fillBatch(d *dirStream, dev uint64, enc *p9ext.Encoder, namesOnly
 func (f *file) plusEntry(d *dirStream, dev uint64, e rawDirent, namesOnly bool, xbuf []byte) (p9ext.Entry, []byte) {
 	ent := p9ext.Entry{Name: e.name, Offset: e.off}
 	typ, typeKnown := dtQIDType(e.typ)
-	if namesOnly && typeKnown {
+	// Names only reads no inode, except a subdirectory's: the kernel
+	// looks each one up to descend into it (find), and its attributes
+	// then come with the listing instead of a walk each.
+	if namesOnly && typeKnown && e.typ != unix.DT_DIR {
 		mode := p9.FileMode(uint32(e.typ) << 12) // DT_* << 12 == S_IF*
 		ent.QID = f.fs.qid(dev, e.ino, uint32(mode))
 		ent.Type = ent.QID.Type
 		ent.Valid.Mode, ent.Attr.Mode = true, mode
-	} else if st, err := statxAt(d.fd, e.name); err == nil && namesOnly {
+	} else if st, err := statxAt(d.fd, e.name); err == nil && namesOnly && st.Mode&unix.S_IFMT != unix.S_IFDIR {
 		ent.QID = f.fs.qid(stxDev(&st), st.Ino, uint32(st.Mode))
 		ent.Type = ent.QID.Type
 		ent.Valid.Mode, ent.Attr.Mode = true, p9.FileMode(st.Mode&unix.S_IFMT)

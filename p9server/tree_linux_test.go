@@ -346,7 +346,7 @@ func TestReaddirPlus(t *testing.T) {
 		}
 	}
 	// Names only: the same entries and cookies, each with its QID and
-	// file type and no other attribute.
+	// file type and no other attribute, except subdirectories (all).
 	named, _ := readAllAs(0, 64<<10, true)
 	if len(named) != len(entries) {
 		t.Errorf("names-only listing has %d entries, want %d", len(named), len(entries))
@@ -359,6 +359,13 @@ func TestReaddirPlus(t *testing.T) {
 		if e.Name != full.Name || e.Offset != full.Offset || e.QID != full.QID || e.Type != full.Type {
 			t.Errorf("names-only %q (off %d qid %v type %v), full %q (off %d qid %v type %v)",
 				e.Name, e.Offset, e.QID, e.Type, full.Name, full.Offset, full.QID, full.Type)
+		}
+		if full.Attr.Mode.IsDir() {
+			// Subdirectories carry all their attributes.
+			if e.Valid != full.Valid || e.Attr != full.Attr {
+				t.Errorf("names-only directory %q: valid %v attr %+v; want all, as %+v", e.Name, e.Valid, e.Attr, full.Attr)
+			}
+			continue
 		}
 		if e.Valid != (p9.AttrMask{Mode: true}) || e.Attr.Mode != full.Attr.Mode&p9.FileModeMask || e.XattrsKnown {
 			t.Errorf("names-only %q: valid %v mode %o xattrs known %v; want the type %o alone",

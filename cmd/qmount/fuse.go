@@ -6,6 +6,7 @@ import (
 	"log/slog"
 
 	"github.com/qmount/qmount/client"
+	"github.com/qmount/qmount/client/ninep"
 	"github.com/qmount/qmount/supervisor"
 )
 
@@ -14,6 +15,7 @@ type fuseMount interface {
 	Wait() error
 	Unmount() error
 	DirectBytes() int64
+	Client() *ninep.Client
 }
 
 type fuseAdapter struct {
@@ -25,7 +27,9 @@ type fuseAdapter struct {
 // read from the disk on the host (FUSEOptions.Direct).
 func (a fuseAdapter) Wait() {
 	a.m.Wait()
-	a.log.Info("FUSE mount ended", "direct_read_bytes", a.m.DirectBytes())
+	st := a.m.Client().Stats()
+	a.log.Info("FUSE mount ended", "direct_read_bytes", a.m.DirectBytes(), "9p_requests", st.Total,
+		"twalk", st.ByType["Twalk"], "txattrwalk", st.ByType["Txattrwalk"], "tread", st.ByType["Tread"])
 }
 
 func (a fuseAdapter) Unmount() error { return a.m.Unmount() }

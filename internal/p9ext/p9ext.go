@@ -13,8 +13,9 @@
 //   - READDIR of names: the same request with ReaddirNamesName lists
 //     entries without reading their inodes (QID and file type from the
 //     directory entry: only Valid.Mode is set, and only Attr.Mode's S_IFMT
-//     bits): what find needs, at the cost of a
-//     plain getdents on the server. A server without it answers the name
+//     bits), except subdirectories, which carry full attributes (the
+//     kernel looks each up to descend into it): what find needs, at the
+//     cost of a plain getdents and a stat per subdirectory on the server. A server without it answers the name
 //     as an unknown xattr (an error), and the client asks for full batches.
 //   - READDIRTREE (tree.go): ReaddirTreeName asks a directory for the
 //     listings of several of its subdirectories at once, so a tree of many
