@@ -91,6 +91,7 @@ func (f *file) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResul
 // Write writes data at off; the kernel computes the offset of O_APPEND
 // writes.
 func (f *file) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	defer f.n.fsys.mutation()()
 	if off < 0 {
 		return 0, syscall.EINVAL
 	}

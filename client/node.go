@@ -29,6 +29,13 @@ type fsys struct {
 	inos    map[uint64]*inoState
 	nextGen uint64
 
+	// mutGen is bumped at the start and the end of every change made
+	// through the mount, mutIn counts those in flight: a listing read
+	// from the server is kept only if no change was in flight or began
+	// while it was read (it may hold what the change replaced).
+	mutGen atomic.Uint64
+	mutIn  atomic.Int64
+
 	// datas: direct-read state by inode number (direct.go).
 	dataMu sync.Mutex
 	datas  map[uint64]*inoData
@@ -339,12 +346,47 @@ const listingTTL = 10 * time.Second
 // maxListing bounds the entries a directory's listing keeps.
 const maxListing = 1 << 16
 
-// listEpoch returns the count of changes of the directory's entries, to
-// be passed to listBatch with a batch fetched after it was read.
-func (n *node) listEpoch() uint64 {
+// mutation marks a change made through the mount until the returned
+// function is called (see fsys.mutGen).
+func (f *fsys) mutation() (done func()) {
+	f.mutIn.Add(1)
+	f.mutGen.Add(1)
+	return func() {
+		f.mutGen.Add(1)
+		f.mutIn.Add(-1)
+	}
+}
+
+// quiet is a snapshot of the mount's changes, taken before reading a
+// listing from the server.
+type quiet struct {
+	gen uint64
+	ok  bool // no change was in flight
+}
+
+func (f *fsys) quietNow() quiet {
+	in := f.mutIn.Load() // before gen: a change starting between them moves gen
+	return quiet{gen: f.mutGen.Load(), ok: in == 0}
+}
+
+// still reports whether no change was in flight at q and none began or
+// ended since: a listing read meanwhile is current.
+func (f *fsys) still(q quiet) bool { return q.ok && f.mutGen.Load() == q.gen }
+
+// epoch is what listBatch checks a batch against: the directory's own
+// changes (listMod) and the mount's (quiet).
+type epoch struct {
+	mod uint64
+	q   quiet
+}
+
+// listEpoch returns the directory's and the mount's change counts, to be
+// passed to listBatch with a batch fetched after it was read.
+func (n *node) listEpoch() epoch {
+	q := n.fsys.quietNow()
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.listMod
+	return epoch{n.listMod, q}
 }
 
 // listBatch records a READDIRPLUS batch of this directory (start: the
@@ -357,11 +399,11 @@ func (n *node) listEpoch() uint64 {
 // READDIRPLUS_AUTO mode asks for attributes only in the first readdir
 // request of a directory: the lookups that follow are answered here. It
 // reports whether the listing is still being built.
-func (n *node) listBatch(entries []p9ext.Entry, start uint64, eof bool, mod uint64) bool {
+func (n *node) listBatch(entries []p9ext.Entry, start uint64, eof bool, ep epoch) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.listSeq, n.listNames = nil, false // read again: rebuilt below, or dropped
-	if n.listMod != mod {
+	if n.listMod != ep.mod || !n.fsys.still(ep.q) {
 		// The entries changed while the batch was in flight: it may
 		// predate the change.
 		n.listing = nil

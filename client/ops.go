@@ -102,6 +102,7 @@ func (n *node) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut)
 
 // Setattr changes mode, owner, size and times, then reads them back.
 func (n *node) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	defer n.fsys.mutation()()
 	if n.fsys.cfg.readOnly {
 		return syscall.EROFS
 	}
@@ -199,6 +200,9 @@ func openFlags(flags uint32) uint32 {
 
 // Open opens the file on a new fid, kept until Release.
 func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	if flags&syscall.O_TRUNC != 0 {
+		defer n.fsys.mutation()()
+	}
 	if n.fsys.cfg.readOnly && (flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0) {
 		return nil, 0, syscall.EROFS
 	}
@@ -266,6 +270,7 @@ func (n *node) keepCache() uint32 {
 // Create makes and opens a regular file (Tlcreate on a clone of the
 // directory fid), then reads its attributes.
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	defer n.fsys.mutation()()
 	if n.fsys.cfg.readOnly {
 		return nil, nil, 0, syscall.EROFS
 	}
@@ -347,6 +352,7 @@ func (n *node) born(ctx context.Context, name string, child *node) {
 }
 
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	defer n.fsys.mutation()()
 	if n.fsys.cfg.readOnly {
 		return nil, syscall.EROFS
 	}
@@ -381,6 +387,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 }
 
 func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	defer n.fsys.mutation()()
 	if n.fsys.cfg.readOnly {
 		return nil, syscall.EROFS
 	}
@@ -402,6 +409,7 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 }
 
 func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	defer n.fsys.mutation()()
 	if n.fsys.cfg.readOnly {
 		return nil, syscall.EROFS
 	}
@@ -424,6 +432,7 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 }
 
 func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	defer n.fsys.mutation()()
 	if n.fsys.cfg.readOnly {
 		return nil, syscall.EROFS
 	}
@@ -524,6 +533,7 @@ func nameErr(name string) syscall.Errno {
 }
 
 func (n *node) unlink(ctx context.Context, name string, flags uint32) syscall.Errno {
+	defer n.fsys.mutation()()
 	if n.fsys.cfg.readOnly {
 		return syscall.EROFS
 	}
@@ -555,6 +565,7 @@ func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 // Rename moves name to newParent/newName with Trenameat. RENAME_NOREPLACE
 // is checked with a walk first; RENAME_EXCHANGE is not in 9P2000.L.
 func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	defer n.fsys.mutation()()
 	if n.fsys.cfg.readOnly {
 		return syscall.EROFS
 	}

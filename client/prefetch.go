@@ -56,22 +56,38 @@ type preListing struct {
 	at       time.Time // when it was asked for
 }
 
+// cost is what a listing counts against maxPrefetched: its entries, and
+// one for itself (listings of empty directories are bounded too).
+func (l *preListing) cost() int { return len(l.entries) + 1 }
+
 // preStore holds the listings read ahead, by the directory's QID path,
 // and those being read. A change of a directory's entries made through
 // the mount drops its listing (drop), also from a request in flight.
 type preStore struct {
 	mu      sync.Mutex
 	lists   map[uint64]*preListing
-	held    int // entries in lists
-	flights map[uint64]chan struct{}
-	dropped map[uint64]bool // changed while in flight
-	sem     chan struct{}
+	held    int // cost of lists (preListing.cost)
+	flights map[uint64]chan struct{} // the latest flight of each directory
+	// inFlight counts each directory's flights (two may overlap: a
+	// re-read with attributes, two readers of the parent); ver counts
+	// its changes while any is in flight.
+	inFlight map[uint64]int
+	ver      map[uint64]uint64
+	sem      chan struct{}
+}
+
+// flight is one read-ahead request's directories in flight: done is
+// closed when it ends; vers are their change counts when it began.
+type flight struct {
+	done chan struct{}
+	vers []uint64
 }
 
 func (s *preStore) init() {
 	s.lists = map[uint64]*preListing{}
 	s.flights = map[uint64]chan struct{}{}
-	s.dropped = map[uint64]bool{}
+	s.inFlight = map[uint64]int{}
+	s.ver = map[uint64]uint64{}
 	s.sem = make(chan struct{}, treeInFlight)
 }
 
@@ -80,11 +96,11 @@ func (s *preStore) drop(ino uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if l := s.lists[ino]; l != nil {
-		s.held -= len(l.entries)
+		s.held -= l.cost()
 		delete(s.lists, ino)
 	}
-	if s.flights[ino] != nil {
-		s.dropped[ino] = true
+	if s.inFlight[ino] > 0 {
+		s.ver[ino]++
 	}
 }
 
@@ -96,7 +112,7 @@ func (s *preStore) dropNames(inos []uint64) bool {
 	any := false
 	for _, ino := range inos {
 		if l := s.lists[ino]; l != nil && l.names {
-			s.held -= len(l.entries)
+			s.held -= l.cost()
 			delete(s.lists, ino)
 			any = true
 		}
@@ -114,45 +130,48 @@ func (s *preStore) known(ino uint64) bool {
 	return s.lists[ino] != nil || s.flights[ino] != nil
 }
 
-// begin marks the directories inos as being read and returns the
-// channel closed when they are done; nil if too many are in flight.
-func (s *preStore) begin(inos []uint64) chan struct{} {
+// begin marks the directories inos as being read and returns their
+// flight; nil if too many are in flight.
+func (s *preStore) begin(inos []uint64) *flight {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.flights)+len(inos) > maxTreeFlights {
 		return nil
 	}
-	done := make(chan struct{})
-	for _, ino := range inos {
-		s.flights[ino] = done
+	fl := &flight{done: make(chan struct{}), vers: make([]uint64, len(inos))}
+	for i, ino := range inos {
+		s.flights[ino] = fl.done
+		s.inFlight[ino]++
+		fl.vers[i] = s.ver[ino]
 	}
-	return done
+	return fl
 }
 
 // end stores the listings read (by QID path) unless their directory
 // changed meanwhile or the store is full, and ends the flights of inos.
-func (s *preStore) end(inos []uint64, got map[uint64]*preListing, done chan struct{}) {
+func (s *preStore) end(inos []uint64, got map[uint64]*preListing, fl *flight) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, ino := range inos {
+	for i, ino := range inos {
 		l := got[ino]
 		old := s.lists[ino]
 		if old != nil && l != nil && l.names && !old.names {
 			l = nil // a read without attributes ended after one with
 		}
-		if l != nil && !s.dropped[ino] && s.room(len(l.entries)) {
+		if l != nil && s.ver[ino] == fl.vers[i] && s.room(l.cost()) {
 			if old != nil {
-				s.held -= len(old.entries)
+				s.held -= old.cost()
 			}
 			s.lists[ino] = l
-			s.held += len(l.entries)
+			s.held += l.cost()
 		}
-		if s.flights[ino] == done {
+		if s.inFlight[ino]--; s.inFlight[ino] <= 0 {
+			delete(s.inFlight, ino)
+			delete(s.ver, ino)
 			delete(s.flights, ino)
-			delete(s.dropped, ino)
 		}
 	}
-	close(done)
+	close(fl.done)
 }
 
 // room reports whether n more entries may be held, sweeping expired
@@ -163,7 +182,7 @@ func (s *preStore) room(n int) bool {
 	}
 	for ino, l := range s.lists {
 		if time.Since(l.at) > listingTTL {
-			s.held -= len(l.entries)
+			s.held -= l.cost()
 			delete(s.lists, ino)
 		}
 	}
@@ -190,7 +209,7 @@ func (s *preStore) take(ctx context.Context, ino uint64) *preListing {
 	if l == nil {
 		return nil
 	}
-	s.held -= len(l.entries)
+	s.held -= l.cost()
 	delete(s.lists, ino)
 	if time.Since(l.at) > listingTTL {
 		return nil
@@ -345,10 +364,18 @@ func (n *node) readAheadWanted(e *p9ext.Entry) bool {
 
 // readTree reads one chunk of subdirectory listings (more requests if
 // the server stopped early for lack of room) and stores them.
-func (n *node) readTree(ch treeChunk, done chan struct{}) {
+func (n *node) readTree(ch treeChunk, done *flight) {
 	f := n.fsys
 	got := map[uint64]*preListing{}
-	defer func() { f.pre.end(ch.inos, got, done) }()
+	q := f.quietNow()
+	defer func() {
+		if !f.still(q) {
+			// A change through the mount was in flight or began
+			// meanwhile: what was read may predate it.
+			clear(got)
+		}
+		f.pre.end(ch.inos, got, done)
+	}()
 	f.pre.sem <- struct{}{}
 	defer func() { <-f.pre.sem }()
 	ctx, cancel := f.reqCtx(context.Background())

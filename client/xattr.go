@@ -105,6 +105,7 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 }
 
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	defer n.fsys.mutation()()
 	if n.fsys.cfg.readOnly {
 		return syscall.EROFS
 	}
@@ -148,6 +149,7 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 }
 
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	defer n.fsys.mutation()()
 	if n.fsys.cfg.readOnly {
 		return syscall.EROFS
 	}
