@@ -66,7 +66,7 @@ func (l *preListing) cost() int { return len(l.entries) + 1 }
 type preStore struct {
 	mu      sync.Mutex
 	lists   map[uint64]*preListing
-	held    int // cost of lists (preListing.cost)
+	held    int                      // cost of lists (preListing.cost)
 	flights map[uint64]chan struct{} // the latest flight of each directory
 	// inFlight counts each directory's flights (two may overlap: a
 	// re-read with attributes, two readers of the parent); ver counts
