@@ -455,7 +455,12 @@ func (n *node) adoptListing(ctx context.Context) {
 	if l == nil || !n.setListing(l, mod) {
 		return
 	}
-	n.readAheadSubdirs(l.entries, 0, l.names)
+	// Its subdirectories without attributes unless stats were seen in
+	// it: a listing read ahead with attributes (a sibling's stats, a
+	// prefetch) must not make a whole tree below be read with them
+	// (under TCG the server's stat of every entry costs more than the
+	// round trips saved).
+	n.readAheadSubdirs(l.entries, 0, !n.statsSeen.Load())
 }
 
 // setListing installs l as n's listing unless n's entries changed since
