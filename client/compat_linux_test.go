@@ -61,7 +61,7 @@ func mountLibraryServer(t *testing.T, dir string, getx func(string) ([]byte, err
 }
 
 // mountAttacher mounts the tree of a, served by the p9 library's server.
-func mountAttacher(t *testing.T, a p9.Attacher) (*Mounted, string) {
+func mountAttacher(t *testing.T, a p9.Attacher, opts ...Option) (*Mounted, string) {
 	t.Helper()
 	requireFUSE(t)
 	cc, sc := socketPair(t)
@@ -74,7 +74,7 @@ func mountAttacher(t *testing.T, a p9.Attacher) (*Mounted, string) {
 	mnt := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	m, err := Mount(ctx, cc, mnt)
+	m, err := Mount(ctx, cc, mnt, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

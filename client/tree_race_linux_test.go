@@ -113,33 +113,7 @@ func treeAnswer(dir string, after uint64, max uint32, dirs int, names bool) ([]b
 // mountHook is mountAttacher with the client's log on stderr.
 func mountHook(t *testing.T, a p9.Attacher) (*Mounted, string) {
 	t.Helper()
-	requireFUSE(t)
-	cc, sc := socketPair(t)
-	srv := p9.NewServer(a)
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		srv.Handle(sc, sc)
-	}()
-	mnt := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	m, err := Mount(ctx, cc, mnt, WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		m.Wait()
-		close(done)
-	}()
-	t.Cleanup(func() {
-		m.Unmount()
-		<-done
-		sc.Close()
-		<-served
-	})
-	return m, mnt
+	return mountAttacher(t, a, WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))))
 }
 
 type hookAttacher struct {
