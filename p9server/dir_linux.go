@@ -205,6 +205,22 @@ func (f *file) plusStream() (*dirStream, error) {
 // record it; subdirectories carry full attributes. It fails with
 // ERANGE when not even the next entry fits.
 func (f *file) readdirPlus(off uint64, maxBytes uint32, namesOnly bool) ([]byte, error) {
+	d, err := f.plusStreamAt(off)
+	if err != nil {
+		return nil, err
+	}
+	defer d.mu.Unlock()
+	enc := p9ext.NewEncoder(maxBytes)
+	eof, err := f.fillBatch(d, f.dev, enc, namesOnly)
+	if err != nil {
+		return nil, err
+	}
+	return enc.Bytes(eof), nil
+}
+
+// plusStreamAt returns the directory's READDIRPLUS stream positioned
+// after cookie off, locked: the caller unlocks d.mu.
+func (f *file) plusStreamAt(off uint64) (*dirStream, error) {
 	if !f.isDir() {
 		return nil, linux.ENOTDIR
 	}
@@ -213,16 +229,11 @@ func (f *file) readdirPlus(off uint64, maxBytes uint32, namesOnly bool) ([]byte,
 		return nil, err
 	}
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	if err := d.seek(off); err != nil {
+		d.mu.Unlock()
 		return nil, err
 	}
-	enc := p9ext.NewEncoder(maxBytes)
-	eof, err := f.fillBatch(d, f.dev, enc, namesOnly)
-	if err != nil {
-		return nil, err
-	}
-	return enc.Bytes(eof), nil
+	return d, nil
 }
 
 // fillBatch adds the entries of stream d (a directory on device dev) to

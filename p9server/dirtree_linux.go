@@ -14,18 +14,11 @@ import (
 // a subdirectory whose complete listing does not fit, unless it is the
 // first (then listed in part, so the client makes progress).
 func (f *file) readdirTree(off uint64, maxBytes uint32, maxDirs int, namesOnly bool) ([]byte, error) {
-	if !f.isDir() {
-		return nil, linux.ENOTDIR
-	}
-	d, err := f.plusStream()
+	d, err := f.plusStreamAt(off)
 	if err != nil {
 		return nil, err
 	}
-	d.mu.Lock()
 	defer d.mu.Unlock()
-	if err := d.seek(off); err != nil {
-		return nil, err
-	}
 	t := p9ext.NewTreeEncoder(maxBytes)
 	for t.Len() < maxDirs {
 		e, ok, err := d.peek()

@@ -241,18 +241,11 @@ func appendEntry(b []byte, e *Entry) []byte {
 // panics on hostile input.
 func Decode(b []byte) (Batch, error) {
 	var out Batch
-	if len(b) < headerLen || len(b) > MaxBatchBytes || [4]byte(b[:4]) != magic {
-		return out, ErrBadBatch
+	count, eof, err := parseHeader(b, magic)
+	if err != nil {
+		return out, err
 	}
-	le := binary.LittleEndian
-	count := le.Uint32(b[4:])
-	switch b[8] {
-	case 0:
-	case 1:
-		out.EOF = true
-	default:
-		return out, ErrBadBatch
-	}
+	out.EOF = eof
 	if uint64(count)*fixedEntryLen > uint64(len(b)) {
 		return out, ErrBadBatch
 	}
@@ -311,6 +304,23 @@ func Decode(b []byte) (Batch, error) {
 		return out, ErrBadBatch
 	}
 	return out, nil
+}
+
+// parseHeader checks the header shared by batches and trees (magic m,
+// entry count, a 0/1 flag) and the size bound, and returns the count and
+// the flag.
+func parseHeader(b []byte, m [4]byte) (count uint32, flag bool, err error) {
+	if len(b) < headerLen || len(b) > MaxBatchBytes || [4]byte(b[:4]) != m {
+		return 0, false, ErrBadBatch
+	}
+	switch b[8] {
+	case 0:
+	case 1:
+		flag = true
+	default:
+		return 0, false, ErrBadBatch
+	}
+	return binary.LittleEndian.Uint32(b[4:]), flag, nil
 }
 
 // ValidName reports whether s can be a single path component.

@@ -161,18 +161,11 @@ func (t *TreeEncoder) Bytes(done bool) []byte {
 // first is complete. It never panics on hostile input.
 func DecodeTree(b []byte) (Tree, error) {
 	var out Tree
-	if len(b) < treeHeaderLen || len(b) > MaxBatchBytes || [4]byte(b[:4]) != treeMagic {
-		return out, ErrBadBatch
+	count, done, err := parseHeader(b, treeMagic) // the same header as a batch's
+	if err != nil {
+		return out, err
 	}
-	le := binary.LittleEndian
-	count := le.Uint32(b[4:])
-	switch b[8] {
-	case 0:
-	case 1:
-		out.Done = true
-	default:
-		return out, ErrBadBatch
-	}
+	out.Done = done
 	if count > MaxTreeDirs || uint64(count)*subFixedLen > uint64(len(b)) {
 		return out, ErrBadBatch
 	}
